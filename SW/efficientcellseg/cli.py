@@ -1,0 +1,181 @@
+"""Command line: ``python -m efficientcellseg {predict,train,synth,verify-models}``.
+
+One parser, one sub-command per job, ``help=`` on every flag. The heavy modules are imported inside the
+handlers so that ``--help`` and ``synth`` start quickly. ``main(argv)`` returns an exit code and is what
+the tests call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from efficientcellseg import __version__
+from efficientcellseg.datasets import DATASETS
+from efficientcellseg.log import setup_logging
+
+log = logging.getLogger("efficientcellseg.cli")
+
+DATASET_CHOICES = sorted(DATASETS)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-v", "--verbose", action="count", default=0, help="more log output (DEBUG)")
+    g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors, no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The complete argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(
+        prog="efficientcellseg",
+        description="EfficientCellSeg for Cell Tracking Challenge data: predict, train, generate synthetic data.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("predict", help="segment a CTC sequence and write uint16 maskTTT.tif files")
+    p.add_argument("--dataset", required=True, choices=DATASET_CHOICES, help="which dataset configuration to use")
+    p.add_argument("--input", required=True, type=Path, help="sequence folder with tTTT.tif frames, e.g. DATA/01")
+    p.add_argument("--output", required=True, type=Path, help="result folder, e.g. DATA/01_RES (created)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="segmentation model folder (default: models/<dataset>-seg shipped with the package)")
+    p.add_argument("--centers-model", type=Path, default=None,
+                   help="cell-centre model folder for MDA231 (default: models/MDA231-centers)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the network runs; auto picks CUDA when available")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="network runtime; auto uses ONNX Runtime on CPU and PyTorch on GPU")
+    p.add_argument("--batch-size", type=int, default=None, help="slices/tiles per forward pass (default: automatic)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--preview", type=Path, default=None, help="write PNG overlays of a few slices into this folder")
+    p.add_argument("--overwrite", action="store_true", help="replace existing masks (default: replace as well; "
+                   "kept for scripts)")
+    _add_common(p)
+
+    p = sub.add_parser("train", help="train a segmentation or cell-centre model on CTC training data")
+    p.add_argument("--dataset", required=True, choices=DATASET_CHOICES, help="dataset configuration")
+    p.add_argument("--data", required=True, type=Path, help="CTC dataset folder, e.g. DATA/Fluo-N3DL-TRIC")
+    p.add_argument("--seqs", nargs="+", default=["01", "02"], help="training sequences (those that exist are used)")
+    p.add_argument("--task", default="seg", choices=["seg", "centers"], help="segmentation or cell-centre heatmap")
+    p.add_argument("--epochs", type=int, default=50, help="maximum number of epochs")
+    p.add_argument("--steps-per-epoch", type=int, default=None, help="optimizer steps per epoch (default: one pass)")
+    p.add_argument("--batch-size", type=int, default=8, help="training batch size")
+    p.add_argument("--crop", type=int, default=None,
+                   help="train on random crops of this size (pixels at network scale) to save time; default none")
+    p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (Adam)")
+    p.add_argument("--use-st", action="store_true", help="also train on silver truth (_ST/SEG)")
+    p.add_argument("--grey", action="store_true", help="grey-stack input instead of Context Aware Pseudocoloring")
+    p.add_argument("--decoder-channels", type=int, nargs=4, default=None, metavar="C",
+                   help="decoder filters per block (default 64 48 32 16, the paper's)")
+    p.add_argument("--out", required=True, type=Path, help="model folder to write, e.g. models/TRIC-seg")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="training device")
+    p.add_argument("--encoder-weights", default="none",
+                   help="none | imagenet (timm, needs cached or online weights) | PATH to a local weights file")
+    p.add_argument("--seed", type=int, default=0, help="random seed (training is deterministic for a seed)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out if there is one")
+    p.add_argument("--time-limit", type=float, default=None, help="stop after this many minutes (checkpointed)")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="fraction of samples held out for validation")
+    p.add_argument("--patience", type=int, default=10, help="early stopping patience in epochs")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads")
+    _add_common(p)
+
+    p = sub.add_parser("synth", help="generate a synthetic sequence in exact CTC layout (with GT, TRA, ST)")
+    p.add_argument("--profile", required=True, choices=DATASET_CHOICES, help="which dataset to imitate")
+    p.add_argument("--out", required=True, type=Path, help="root folder; the CTC dataset folder is created inside")
+    p.add_argument("--seq", default="01", help="sequence name (01, 02, ...)")
+    p.add_argument("--frames", type=int, default=None, help="number of frames (default: the dataset's own)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, byte-identical output")
+    p.add_argument("--small", action="store_true", help="smaller frames for tests (TRIC: about 13x700x1000)")
+    p.add_argument("--preview", type=Path, default=None, help="write a PNG (max projection + GT outlines)")
+    _add_common(p)
+
+    p = sub.add_parser("verify-models", help="check sha256 and config of model folders")
+    p.add_argument("folders", nargs="*", type=Path, help="model folders (default: all under models/)")
+    _add_common(p)
+
+    p = sub.add_parser("export-onnx", help="export a model folder's network to ONNX (cached next to it)")
+    p.add_argument("model", type=Path, help="model folder")
+    _add_common(p)
+    return parser
+
+
+def _cmd_predict(a: argparse.Namespace) -> int:
+    from efficientcellseg.infer import predict_sequence
+
+    report = predict_sequence(
+        dataset=a.dataset, input_dir=a.input, output_dir=a.output, model_dir=a.model,
+        centers_model_dir=a.centers_model, device=a.device, backend=a.backend, batch_size=a.batch_size,
+        threads=a.threads, preview_dir=a.preview,
+    )
+    log.info("wrote %d masks to %s", report.n_frames, report.output_dir)
+    return 0
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from efficientcellseg.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        dataset=a.dataset, data=a.data, seqs=tuple(a.seqs), task=a.task, epochs=a.epochs,
+        steps_per_epoch=a.steps_per_epoch, batch_size=a.batch_size, crop=a.crop, lr=a.lr, use_st=a.use_st,
+        pseudocolor=not a.grey, decoder_channels=tuple(a.decoder_channels) if a.decoder_channels else None,
+        out=a.out, device=a.device, encoder_weights=a.encoder_weights, seed=a.seed, resume=a.resume,
+        time_limit_min=a.time_limit, val_fraction=a.val_fraction, patience=a.patience, threads=a.threads,
+    )
+    train(cfg)
+    return 0
+
+
+def _cmd_synth(a: argparse.Namespace) -> int:
+    from efficientcellseg.synth import generate
+
+    ds = generate(profile=a.profile, out_root=a.out, seq=a.seq, frames=a.frames, seed=a.seed, small=a.small,
+                  preview=a.preview)
+    log.info("wrote %s", ds)
+    return 0
+
+
+def _cmd_verify(a: argparse.Namespace) -> int:
+    from efficientcellseg.weights import default_models_dir, verify_model_folder
+
+    folders = a.folders or sorted(p for p in default_models_dir().iterdir() if (p / "config.json").is_file())
+    for f in folders:
+        verify_model_folder(f)
+        log.info("%s: OK", f)
+    return 0
+
+
+def _cmd_export(a: argparse.Namespace) -> int:
+    from efficientcellseg.onnx_backend import export_onnx
+
+    path = export_onnx(a.model)
+    log.info("wrote %s", path)
+    return 0
+
+
+HANDLERS = {"predict": _cmd_predict, "train": _cmd_train, "synth": _cmd_synth, "verify-models": _cmd_verify,
+            "export-onnx": _cmd_export}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the sub-command. Returns 0 on success, 2 on bad input, 1 on other errors."""
+    args = build_parser().parse_args(argv)
+    setup_logging(-1 if args.quiet else args.verbose)
+    from efficientcellseg.errors import CTCInputError, ModelError
+
+    try:
+        return HANDLERS[args.command](args)
+    except (CTCInputError, ModelError) as exc:
+        log.error("%s", exc)
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted; finished masks are complete, no partial files were left")
+        return 130
+
+
+def entry_point() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
