@@ -93,9 +93,12 @@ def read_tiff(path: str | os.PathLike) -> np.ndarray:
     if not p.is_file():
         raise CTCInputError(f"{p}: file not found")
     try:
-        return np.asarray(tifffile.imread(p))
+        arr = np.asarray(tifffile.imread(p))
     except Exception as exc:  # tifffile raises many types for corrupt files
         raise CTCInputError(f"{p}: cannot read TIFF ({type(exc).__name__}: {exc}); re-export it as a TIFF") from exc
+    if arr.size == 0:
+        raise CTCInputError(f"{p}: cannot read TIFF (no image data: empty or corrupt file); re-export it as a TIFF")
+    return arr
 
 
 def read_frame(path: str | os.PathLike, max_z: int = 64) -> np.ndarray:
@@ -138,7 +141,11 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def write_tiff_atomic(path: str | os.PathLike, array: np.ndarray, **kwargs) -> None:
-    """Write a TIFF through a temporary file in the same folder and rename it into place."""
+    """Write a grey-level (multipage) TIFF through a temporary file in the same folder, then rename it.
+
+    ``photometric="minisblack"`` is the default so that a (3, Y, X) stack is never stored as one RGB page.
+    """
+    kwargs.setdefault("photometric", "minisblack")
     _atomic_write(Path(path), lambda tmp: tifffile.imwrite(tmp, array, **kwargs))
 
 

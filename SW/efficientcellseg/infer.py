@@ -1,0 +1,259 @@
+"""Inference: a CTC sequence in, one uint16 ``maskTTT.tif`` per frame out.
+
+Per frame: read -> Context Aware Pseudocoloring (all slices at once) -> network on batches of slices (or of
+overlapping tiles for large frames, Gaussian-blended) -> dataset-specific post-processing -> atomic write.
+Reading the next frame and writing the previous one overlap with the network through a small thread pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from efficientcellseg.ctc_io import Frame, check_output_dir, list_frames, read_frame, write_mask
+from efficientcellseg.datasets import DatasetConfig, get_dataset
+from efficientcellseg.errors import ModelError
+from efficientcellseg.log import StageTimer, progress
+from efficientcellseg.weights import LoadedModel, default_models_dir, load_model_folder
+
+log = logging.getLogger(__name__)
+
+
+def select_device(device: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda was requested but no CUDA GPU is available; use --device cpu or auto")
+    return torch.device(device)
+
+
+class TorchRunner:
+    """Runs a network on (B, 3, h, w) batches at network scale and returns (B, h, w) sigmoid probabilities."""
+
+    def __init__(self, model: LoadedModel, device: torch.device) -> None:
+        self.device = device
+        self.net = model.net.to(device).eval().to(memory_format=torch.channels_last)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            if self.device.type == "cuda":
+                with torch.autocast("cuda", dtype=torch.float16):
+                    y = self.net(x)
+            else:
+                y = self.net(x)
+            return torch.sigmoid(y.float())[:, 0]
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of (N, C, H, W) (align_corners=False), a no-op when the size already matches."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def predict_slices(
+    runners: Mapping[str, Callable[[torch.Tensor], torch.Tensor]],
+    pc: np.ndarray,
+    cfg: DatasetConfig,
+    batch_size: int,
+    device: torch.device,
+) -> dict[str, np.ndarray]:
+    """Probability maps (Z, Y, X) for every runner, from a pseudocolored stack (Z, 3, Y, X).
+
+    Whole-slice datasets: each slice is resized to the network input and the output back (bilinear).
+    Tiled datasets: overlapping tiles of ``cfg.tile_size`` are scaled to the network input and blended.
+    """
+    z, _, ny, nx = pc.shape
+    out = {}
+    if cfg.tile_size is None:
+        for name, run in runners.items():
+            res = np.empty((z, ny, nx), np.float32)
+            for s in range(0, z, batch_size):
+                xb = torch.from_numpy(np.ascontiguousarray(pc[s : s + batch_size], dtype=np.float32)).to(device)
+                p = run(_resize(xb, (cfg.input_size, cfg.input_size)))
+                res[s : s + batch_size] = _resize(p[:, None], (ny, nx))[:, 0].float().cpu().numpy()
+            out[name] = res
+        return out
+
+    from efficientcellseg.tiling import predict_tiled
+
+    tile = cfg.tile_size
+    for name, run in runners.items():
+
+        def fn(tiles: np.ndarray, run=run) -> np.ndarray:
+            xb = torch.from_numpy(np.ascontiguousarray(tiles, dtype=np.float32)).to(device)
+            p = run(_resize(xb, (cfg.input_size, cfg.input_size)))
+            return _resize(p[:, None], (tile, tile))[:, 0].float().cpu().numpy()
+
+        out[name] = predict_tiled(pc, fn, tile=tile, overlap=cfg.tile_overlap, batch_size=batch_size)
+    return out
+
+
+@dataclass
+class Segmenter:
+    """Everything needed to turn one raw frame into a label volume, for one dataset."""
+
+    cfg: DatasetConfig
+    runners: dict[str, Callable[[torch.Tensor], torch.Tensor]]
+    params: dict[str, Any]
+    device: torch.device
+    batch_size: int
+    pseudocolor: bool = True
+    timer: StageTimer = field(default_factory=StageTimer)
+
+    def probabilities(self, raw: np.ndarray) -> dict[str, np.ndarray]:
+        """Network outputs (``seg`` and, for MDA231, ``centers``) as (Z, Y, X) float32 in [0, 1]."""
+        from efficientcellseg.pseudocolor import grey_stack, pseudocolor_stack
+
+        with self.timer.stage("pseudocolor"):
+            pc = pseudocolor_stack(raw) if self.pseudocolor else grey_stack(raw)
+        with self.timer.stage("network"):
+            return predict_slices(self.runners, pc, self.cfg, self.batch_size, self.device)
+
+    def segment(self, raw: np.ndarray) -> np.ndarray:
+        """uint16 labels (Z, Y, X) for one raw frame."""
+        from efficientcellseg.postprocess import postprocess
+
+        if raw.max() == raw.min():
+            return np.zeros(raw.shape, np.uint16)
+        probs = self.probabilities(raw)
+        with self.timer.stage("postprocess"):
+            return postprocess(self.cfg.postprocess, probs["seg"], self.params, centers=probs.get("centers"))
+
+
+def resolve_model_dir(cfg: DatasetConfig, task: str, given: Path | None) -> Path:
+    """The model folder to use: the one given, else ``models/<name>`` shipped with the package."""
+    if given is not None:
+        return Path(given)
+    if task not in cfg.models:
+        raise ModelError(f"dataset {cfg.key} has no {task!r} model")
+    return default_models_dir() / cfg.models[task]
+
+
+def build_segmenter(
+    dataset: str,
+    model_dir: Path | None = None,
+    centers_model_dir: Path | None = None,
+    device: str = "auto",
+    backend: str = "auto",
+    batch_size: int | None = None,
+) -> Segmenter:
+    """Load and verify the dataset's model folder(s) and prepare the runners and post-processing parameters."""
+    cfg = get_dataset(dataset)
+    dev = select_device(device)
+    tasks = {"seg": model_dir}
+    if cfg.postprocess == "centers_watershed":
+        tasks["centers"] = centers_model_dir
+    models = {t: load_model_folder(resolve_model_dir(cfg, t, d), device="cpu") for t, d in tasks.items()}
+    pseudo = {bool(m.config.get("pseudocolor", True)) for m in models.values()}
+    if len(pseudo) != 1:
+        raise ModelError("the segmentation and centre models disagree on pseudocoloring; retrain one of them")
+    for t, m in models.items():
+        if m.config.get("dataset") not in (None, cfg.key):
+            log.warning("%s: trained for dataset %s, used for %s", m.folder, m.config.get("dataset"), cfg.key)
+        if int(m.config.get("input_size", cfg.input_size)) != cfg.input_size:
+            raise ModelError(f"{m.folder}: input_size {m.config.get('input_size')} != {cfg.input_size}")
+    params = dict(cfg.postprocess_defaults)
+    for m in models.values():
+        params.update(m.thresholds)
+    runners = {t: make_runner(m, dev, backend) for t, m in models.items()}
+    if batch_size is None:
+        batch_size = 16 if dev.type == "cuda" else 1
+    if batch_size < 1:
+        raise ModelError(f"--batch-size must be >= 1, got {batch_size}")
+    return Segmenter(cfg, runners, params, dev, batch_size, pseudocolor=pseudo.pop())
+
+
+def make_runner(model: LoadedModel, device: torch.device, backend: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A callable network runner: PyTorch (any device) or ONNX Runtime (CPU)."""
+    if backend == "onnx" or (backend == "auto" and device.type == "cpu" and _onnx_available()):
+        from efficientcellseg.onnx_backend import OnnxRunner
+
+        return OnnxRunner(model)
+    return TorchRunner(model, device)
+
+
+def _onnx_available() -> bool:
+    try:
+        import efficientcellseg.onnx_backend  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass
+class PredictReport:
+    """Summary of one predicted sequence."""
+
+    n_frames: int
+    output_dir: Path
+    timings: dict[str, float]
+
+
+def predict_sequence(
+    dataset: str,
+    input_dir: Path,
+    output_dir: Path,
+    model_dir: Path | None = None,
+    centers_model_dir: Path | None = None,
+    device: str = "auto",
+    backend: str = "auto",
+    batch_size: int | None = None,
+    threads: int | None = None,
+    preview_dir: Path | None = None,
+) -> PredictReport:
+    """Segment every frame of a CTC sequence folder and write ``maskTTT.tif`` files into ``output_dir``."""
+    if threads:
+        torch.set_num_threads(threads)
+    else:
+        torch.set_num_threads(os.cpu_count() or 1)
+    frames = list_frames(input_dir)
+    cfg = get_dataset(dataset)
+    out = check_output_dir(output_dir, input_dir)
+    seg = build_segmenter(dataset, model_dir, centers_model_dir, device, backend, batch_size)
+    log.info("%s: %d frames from %s on %s (batch %d)", cfg.key, len(frames), input_dir, seg.device, seg.batch_size)
+    timer = seg.timer
+    preview_at = {frames[0].index, frames[-1].index} if preview_dir else set()
+
+    def load(fr: Frame) -> np.ndarray:
+        with timer.stage("read"):
+            return read_frame(fr.path, max_z=cfg.max_z)
+
+    def save(fr: Frame, labels: np.ndarray) -> None:
+        with timer.stage("write"):
+            write_mask(out / fr.mask_name, labels)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        next_raw: Future = pool.submit(load, frames[0])
+        pending: list[Future] = []
+        for i, fr in enumerate(progress(frames, desc=f"{cfg.key} {Path(input_dir).name}", unit="frame")):
+            raw = next_raw.result()
+            if i + 1 < len(frames):
+                next_raw = pool.submit(load, frames[i + 1])
+            if raw.max() == raw.min():
+                log.warning("%s: frame is constant (empty); writing an empty mask", fr.path)
+            labels = seg.segment(raw)
+            if fr.index in preview_at:
+                from efficientcellseg.preview import write_preview
+
+                write_preview(Path(preview_dir) / f"{cfg.key}_{Path(input_dir).name}_t{fr.digits}.png", raw, labels)
+            for f in pending:
+                if f.done():
+                    f.result()  # re-raise a failed write now
+            pending = [f for f in pending if not f.done()]
+            pending.append(pool.submit(save, fr, labels))
+        for f in pending:
+            f.result()
+    log.info(timer.summary())
+    return PredictReport(len(frames), out, dict(timer.seconds))

@@ -1,0 +1,200 @@
+"""Model folders: a self-describing, verifiable directory per trained network (StarDist-style).
+
+Layout of ``models/<name>/``::
+
+    config.json          architecture (class + keyword arguments), task, dataset, input size, pseudocolor
+                         on/off, parameter counts, training record
+    thresholds.json      post-processing parameters chosen for this model (override dataset defaults)
+    weights.safetensors  tensors only (no pickle), fp16 or fp32
+    SHA256SUMS           sha256 of the three files above, checked before anything is loaded
+    MODEL_CARD.md        what the weights were trained on, how long, on what, and how well
+
+Weights are never fetched at run time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from efficientcellseg.errors import ModelError
+from efficientcellseg.model import build_model, count_parameters
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+CONFIG = "config.json"
+THRESHOLDS = "thresholds.json"
+WEIGHTS = "weights.safetensors"
+SUMS = "SHA256SUMS"
+CARD = "MODEL_CARD.md"
+HASHED = (CONFIG, THRESHOLDS, WEIGHTS)
+
+
+@dataclass
+class LoadedModel:
+    """A verified model folder: the network (eval mode, fp32) with its config and thresholds."""
+
+    net: nn.Module
+    config: dict[str, Any]
+    thresholds: dict[str, Any]
+    folder: Path
+    sha256: str
+    """sha256 of the weights file (identifies the weights, e.g. for caches)."""
+
+
+def default_models_dir() -> Path:
+    """``$EFFICIENTCELLSEG_MODELS`` if set, else the ``models/`` folder of this repository."""
+    env = os.environ.get("EFFICIENTCELLSEG_MODELS")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "models"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_sums(folder: Path) -> dict[str, str]:
+    sums_path = folder / SUMS
+    if not sums_path.is_file():
+        raise ModelError(f"{sums_path}: missing; the model folder is incomplete (restore it from the repository)")
+    sums = {}
+    for line in sums_path.read_text().splitlines():
+        if line.strip():
+            digest, name = line.split(maxsplit=1)
+            sums[name.lstrip("*")] = digest
+    return sums
+
+
+def verify_model_folder(folder: str | os.PathLike) -> dict[str, str]:
+    """Check that all files exist and match ``SHA256SUMS``; return ``{file: sha256}``. Raises ModelError."""
+    folder = Path(folder)
+    if not (folder / CONFIG).is_file():
+        raise ModelError(
+            f"{folder}: not a model folder (no {CONFIG}); train one with 'python -m efficientcellseg train' "
+            "or pass --model PATH"
+        )
+    sums = _read_sums(folder)
+    for name in HASHED:
+        path = folder / name
+        if not path.is_file():
+            raise ModelError(f"{path}: missing; restore the model folder (e.g. git checkout -- {folder})")
+        if name not in sums:
+            raise ModelError(f"{folder / SUMS}: has no entry for {name}; the model folder was altered")
+        actual = sha256_file(path)
+        if actual != sums[name]:
+            raise ModelError(
+                f"{path}: sha256 mismatch (expected {sums[name][:16]}..., got {actual[:16]}...); the file is "
+                f"corrupt or was changed: restore it (e.g. git checkout -- {path}) or retrain"
+            )
+    return {n: sums[n] for n in HASHED}
+
+
+def save_model_folder(
+    folder: str | os.PathLike,
+    net: nn.Module,
+    config: dict[str, Any],
+    thresholds: dict[str, Any],
+    card: str | None = None,
+    dtype: torch.dtype = torch.float16,
+) -> Path:
+    """Write a complete model folder (weights, config with architecture kwargs and parameter counts,
+    thresholds, SHA256SUMS, model card). Every file is written atomically."""
+    from safetensors.torch import save
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for k, v in net.state_dict().items():
+        if k.endswith("num_batches_tracked"):
+            continue
+        v = v.detach().to("cpu")
+        tensors[k] = (v.to(dtype) if v.is_floating_point() else v).contiguous()
+    counts = count_parameters(net)
+    cfg = dict(config)
+    cfg.update(
+        format_version=FORMAT_VERSION,
+        architecture={"class": type(net).__name__, "kwargs": dict(net.init_kwargs)},
+        n_params=counts["total"],
+        n_params_encoder=counts["encoder"],
+        n_params_decoder=counts["decoder"],
+        weights_dtype=str(dtype).replace("torch.", ""),
+    )
+    _write_atomic(folder / WEIGHTS, save(tensors, metadata={"format": "pt"}))
+    _write_atomic(folder / CONFIG, (json.dumps(cfg, indent=2, sort_keys=True) + "\n").encode())
+    _write_atomic(folder / THRESHOLDS, (json.dumps(thresholds, indent=2, sort_keys=True) + "\n").encode())
+    sums = "".join(f"{sha256_file(folder / n)}  {n}\n" for n in HASHED)
+    _write_atomic(folder / SUMS, sums.encode())
+    if card is not None:
+        _write_atomic(folder / CARD, card.encode())
+    return folder
+
+
+def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
+    """Verify a model folder, rebuild the network from its config and load the weights (no pickle)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    sums = verify_model_folder(folder)
+    try:
+        config = json.loads((folder / CONFIG).read_text())
+        thresholds = json.loads((folder / THRESHOLDS).read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{folder}: config or thresholds file is not valid JSON ({exc})") from exc
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ModelError(f"{folder / CONFIG}: format_version {config.get('format_version')!r} is not "
+                         f"{FORMAT_VERSION}; this package version cannot read it")
+    try:
+        net = build_model(config["architecture"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{folder / CONFIG}: cannot build the network ({exc})") from exc
+    state = load_file(str(folder / WEIGHTS))
+    own = net.state_dict()
+    state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ModelError(f"{folder / WEIGHTS}: weights do not fit the architecture "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    net.eval().to(device)
+    return LoadedModel(net=net, config=config, thresholds=thresholds, folder=folder, sha256=sums[WEIGHTS])
+
+
+def create_untrained_model_folder(
+    folder: str | os.PathLike, dataset: str, task: str = "seg", seed: int = 0,
+    decoder_channels: tuple[int, ...] | None = None,
+) -> Path:
+    """A model folder holding a freshly initialised network (for tests and the walking skeleton)."""
+    from efficientcellseg.model import PAPER_DECODER_CHANNELS, EfficientCellSeg
+
+    torch.manual_seed(seed)
+    net = EfficientCellSeg(decoder_channels=decoder_channels or PAPER_DECODER_CHANNELS)
+    config = {"name": Path(folder).name, "dataset": dataset, "task": task, "input_size": 384,
+              "pseudocolor": True, "trained": False, "training": {"note": "untrained (random initialisation)"}}
+    card = (f"# {Path(folder).name}\n\nUntrained, randomly initialised network (seed {seed}). "
+            "For tests only: its predictions are meaningless.\n")
+    return save_model_folder(folder, net, config, {}, card, dtype=torch.float32)
