@@ -1,4 +1,4 @@
-"""Command line: ``python -m efficientcellseg {predict,train,synth,verify-models}``.
+"""Command line: ``python -m efficientcellseg {predict,train,synth,preview,verify-models,export-onnx}``.
 
 One parser, one sub-command per job, ``help=`` on every flag. The heavy modules are imported inside the
 handlers so that ``--help`` and ``synth`` start quickly. ``main(argv)`` returns an exit code and is what
@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview", type=Path, default=None, help="write a PNG (max projection + GT outlines)")
     _add_common(p)
 
+    p = sub.add_parser("preview", help="draw label outlines of a result folder over the raw slices (PNG)")
+    p.add_argument("--input", required=True, type=Path, help="sequence folder with tTTT.tif frames")
+    p.add_argument("--res", required=True, type=Path, help="result folder with maskTTT.tif files")
+    p.add_argument("--out", required=True, type=Path, help="folder for the PNG files")
+    p.add_argument("--frames", type=int, default=2, help="number of frames to draw (first, ..., last)")
+    _add_common(p)
+
     p = sub.add_parser("verify-models", help="check sha256 and config of model folders")
     p.add_argument("folders", nargs="*", type=Path, help="model folders (default: all under models/)")
     _add_common(p)
@@ -138,6 +145,14 @@ def _cmd_synth(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_preview(a: argparse.Namespace) -> int:
+    from efficientcellseg.preview import preview_sequence
+
+    for path in preview_sequence(a.input, a.res, a.out, a.frames):
+        log.info("wrote %s", path)
+    return 0
+
+
 def _cmd_verify(a: argparse.Namespace) -> int:
     from efficientcellseg.weights import default_models_dir, verify_model_folder
 
@@ -156,7 +171,8 @@ def _cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS = {"predict": _cmd_predict, "train": _cmd_train, "synth": _cmd_synth, "verify-models": _cmd_verify,
+HANDLERS = {"predict": _cmd_predict, "train": _cmd_train, "synth": _cmd_synth, "preview": _cmd_preview,
+            "verify-models": _cmd_verify,
             "export-onnx": _cmd_export}
 
 

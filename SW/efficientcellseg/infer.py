@@ -22,6 +22,7 @@ from efficientcellseg.ctc_io import Frame, check_output_dir, list_frames, read_f
 from efficientcellseg.datasets import DatasetConfig, get_dataset
 from efficientcellseg.errors import ModelError
 from efficientcellseg.log import StageTimer, progress
+from efficientcellseg.preprocess import resize_to_network
 from efficientcellseg.weights import LoadedModel, default_models_dir, load_model_folder
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class TorchRunner:
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of (N, C, H, W) (align_corners=False), a no-op when the size already matches."""
+    """Bilinear resize of (N, C, H, W) back to ``size`` (align_corners=False); no-op when it matches."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
@@ -80,7 +81,7 @@ def predict_slices(
             res = np.empty((z, ny, nx), np.float32)
             for s in range(0, z, batch_size):
                 xb = torch.from_numpy(np.ascontiguousarray(pc[s : s + batch_size], dtype=np.float32)).to(device)
-                p = run(_resize(xb, (cfg.input_size, cfg.input_size)))
+                p = run(resize_to_network(xb, cfg))
                 res[s : s + batch_size] = _resize(p[:, None], (ny, nx))[:, 0].float().cpu().numpy()
             out[name] = res
         return out
@@ -92,7 +93,7 @@ def predict_slices(
 
         def fn(tiles: np.ndarray, run=run) -> np.ndarray:
             xb = torch.from_numpy(np.ascontiguousarray(tiles, dtype=np.float32)).to(device)
-            p = run(_resize(xb, (cfg.input_size, cfg.input_size)))
+            p = run(resize_to_network(xb, cfg))
             return _resize(p[:, None], (tile, tile))[:, 0].float().cpu().numpy()
 
         out[name] = predict_tiled(pc, fn, tile=tile, overlap=cfg.tile_overlap, batch_size=batch_size)

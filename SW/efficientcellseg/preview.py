@@ -59,3 +59,21 @@ def write_preview(path: Path, raw: np.ndarray, labels: np.ndarray, n: int = 3) -
     img.save(tmp)
     os.replace(tmp, path)
     return path
+
+
+def preview_sequence(input_dir: Path, res_dir: Path, out_dir: Path, n_frames: int = 2) -> list[Path]:
+    """Preview PNGs for the first and last frame (``n_frames`` evenly spaced) of a segmented sequence."""
+    from efficientcellseg.ctc_io import list_frames, read_frame, read_tiff
+    from efficientcellseg.errors import CTCInputError
+
+    frames = list_frames(input_dir)
+    picks = sorted({frames[int(round(i))] for i in np.linspace(0, len(frames) - 1, max(1, n_frames))},
+                   key=lambda f: f.index)
+    written = []
+    for fr in picks:
+        mask_path = Path(res_dir) / fr.mask_name
+        raw, labels = read_frame(fr.path), read_tiff(mask_path)
+        if labels.shape != raw.shape:
+            raise CTCInputError(f"{mask_path}: shape {labels.shape} differs from the frame's {raw.shape}")
+        written.append(write_preview(Path(out_dir) / f"{Path(input_dir).name}_t{fr.digits}.png", raw, labels))
+    return written
