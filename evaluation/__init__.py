@@ -1,0 +1,33 @@
+"""Standalone Cell Tracking Challenge SEG and PESEG (official semantics; imports nothing from this project).
+
+Array functions live in :mod:`evaluation.seg`, folder walking in :mod:`evaluation.ctc_seg`; the names below are
+imported on first use so that ``python -m evaluation.seg`` runs without a double import.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ObjectMatches": "seg",
+    "match_objects": "seg",
+    "pooled_seg": "seg",
+    "seg_score": "seg",
+    "peseg": "seg",
+    "SegError": "ctc_seg",
+    "GtFile": "ctc_seg",
+    "FileScore": "ctc_seg",
+    "SequenceScore": "ctc_seg",
+    "score_sequence": "ctc_seg",
+    "find_sequences": "ctc_seg",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Return the exported ``name`` from its module (PEP 562 lazy attribute)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -1,0 +1,329 @@
+"""The Cell Tracking Challenge SEG measure and PESEG, as pure functions on label arrays, plus the command line.
+
+SEG semantics (the official CTC evaluation tool): for every reference object R of a GT image, the result
+object S with ``|R ∩ S| > 0.5 |R|`` (strict) is its match and scores ``J = |R ∩ S| / |R ∪ S|``; without
+such an S, R scores 0. Background (label 0) is never an object. SEG is the mean of J over *all* reference
+objects of all GT images (pooled). PESEG = SEG / N * 1e6 with N the number of trainable parameters.
+
+One image is scored in one pass: the GT foreground pixels are paired with the result labels under them and
+counted with one ``np.bincount`` over compressed label pairs (or ``np.unique`` over pair codes when the
+dense table would be large), so labels up to 65535 and beyond never allocate a labels x labels matrix.
+
+Command line (folder walking lives in :mod:`evaluation.ctc_seg`)::
+
+    python -m evaluation.seg --gt DATASET/01_GT/SEG --res DATASET/01_RES [--params N | --model DIR ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Label values below this are compressed with a bincount look-up table (O(n), no sort); above it np.unique.
+_LUT_MAX_LABEL = 1 << 22
+# Largest dense joint histogram (GT labels x result labels under the GT foreground), in cells (int64).
+DEFAULT_MAX_DENSE_CELLS = 1 << 22
+
+
+@dataclass(frozen=True)
+class ObjectMatches:
+    """Per reference object of one GT image (all arrays have one entry per object, sorted by GT label).
+
+    ``res_labels`` is the matched result label (0: no match), ``res_sizes`` its size |S| in the image
+    (0: no match), ``intersections`` |R ∩ S| of the match (0: no match) and ``jaccard`` J (0.0: no match).
+    """
+
+    gt_labels: np.ndarray
+    gt_sizes: np.ndarray
+    res_labels: np.ndarray
+    res_sizes: np.ndarray
+    intersections: np.ndarray
+    jaccard: np.ndarray
+
+    @property
+    def n_objects(self) -> int:
+        """The number of reference objects."""
+        return int(self.gt_labels.size)
+
+
+def _check_labels(name: str, arr: np.ndarray) -> None:
+    """Raise ValueError unless ``arr`` is an integer label array without negative values."""
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"`{name}` has dtype {arr.dtype}; label images must have an integer dtype")
+    if np.issubdtype(arr.dtype, np.signedinteger) and arr.size and int(arr.min()) < 0:
+        raise ValueError(f"`{name}` has negative labels (min {int(arr.min())}); labels must be >= 0")
+
+
+def _compress(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``(labels, inverse, counts)``: the sorted distinct values (int64), the index of each value in
+    ``labels`` (intp, same length as ``values``) and how often each label occurs (int64)."""
+    if values.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.intp), np.zeros(0, np.int64)
+    top = int(values.max())
+    if top < _LUT_MAX_LABEL:
+        v = values if np.can_cast(values.dtype, np.intp) else values.astype(np.intp)
+        counts_all = np.bincount(v, minlength=top + 1)
+        labels = np.flatnonzero(counts_all)
+        lut = np.zeros(top + 1, np.intp)
+        lut[labels] = np.arange(labels.size)
+        return labels.astype(np.int64), lut[v], counts_all[labels].astype(np.int64)
+    labels, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    return labels.astype(np.int64), inverse.reshape(-1).astype(np.intp), counts.astype(np.int64)
+
+
+def _label_sizes(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Return the number of elements of ``values`` equal to each entry of ``labels`` (int64, same order)."""
+    if labels.size == 0:
+        return np.zeros(0, np.int64)
+    wanted = np.unique(labels)
+    if values.dtype.kind == "u" and values.dtype.itemsize <= 2:
+        counts = np.bincount(values, minlength=int(wanted[-1]) + 1)[wanted]
+    else:
+        top = int(values.max())
+        if top < _LUT_MAX_LABEL:
+            v = values if np.can_cast(values.dtype, np.intp) else values.astype(np.intp)
+            counts = np.bincount(v, minlength=top + 1)[wanted]
+        else:  # O(n log k) without sorting the image: position of each pixel's label among the wanted ones
+            pos = np.searchsorted(wanted, values)
+            pos_clipped = np.minimum(pos, wanted.size - 1)
+            hit = wanted[pos_clipped] == values
+            counts = np.bincount(pos_clipped[hit], minlength=wanted.size)
+    return counts.astype(np.int64)[np.searchsorted(wanted, labels)]
+
+
+def match_objects(
+    gt: np.ndarray, res: np.ndarray, *, max_dense_cells: int = DEFAULT_MAX_DENSE_CELLS
+) -> ObjectMatches:
+    """Match every reference object of ``gt`` to the result object of ``res`` covering more than half of it.
+
+    ``gt`` and ``res`` are integer label images of the same shape (2D or 3D; 0 is background; labels need not
+    be consecutive and may exceed 65535). ``max_dense_cells`` bounds the dense joint histogram; above it the
+    label pairs are counted sparsely. Returns an :class:`ObjectMatches` with one entry per GT object.
+    Raises ValueError for a shape mismatch, a non-integer dtype or negative labels.
+    """
+    gt = np.asarray(gt)
+    res = np.asarray(res)
+    if gt.shape != res.shape:
+        raise ValueError(f"`res` (shape {res.shape}) must have the same shape as `gt` (shape {gt.shape})")
+    _check_labels("gt", gt)
+    _check_labels("res", res)
+    g = gt.reshape(-1)
+    r = res.reshape(-1)
+    fg = g != 0
+    gt_labels, gi, gt_sizes = _compress(g[fg])
+    res_under, ri, _ = _compress(r[fg])
+    n_g, n_r = gt_labels.size, res_under.size
+
+    if n_g * n_r <= max_dense_cells:
+        joint = np.bincount(gi * n_r + ri, minlength=n_g * n_r)
+        pair = np.flatnonzero(joint)
+        counts = joint[pair].astype(np.int64)
+    else:
+        pair, counts = np.unique(gi.astype(np.int64) * n_r + ri, return_counts=True)
+        counts = counts.astype(np.int64)
+    pi, pj = np.divmod(pair, n_r)
+    # strict majority of R, never the background; at most one S per R can satisfy 2|R∩S| > |R|
+    keep = (res_under[pj] != 0) & (2 * counts > gt_sizes[pi])
+    rows = pi[keep]
+
+    res_labels = np.zeros(n_g, np.int64)
+    intersections = np.zeros(n_g, np.int64)
+    res_sizes = np.zeros(n_g, np.int64)
+    res_labels[rows] = res_under[pj[keep]]
+    intersections[rows] = counts[keep]
+    res_sizes[rows] = _label_sizes(r, res_labels[rows])
+
+    jaccard = np.zeros(n_g, np.float64)
+    union = gt_sizes[rows] + res_sizes[rows] - intersections[rows]
+    jaccard[rows] = intersections[rows] / union
+    return ObjectMatches(gt_labels, gt_sizes, res_labels, res_sizes, intersections, jaccard)
+
+
+def pooled_seg(matches: Iterable[ObjectMatches]) -> float:
+    """Return SEG: the mean of J over all reference objects of all given images (pooled, not a mean of
+    per-image means). Raises ValueError when there is no reference object at all (SEG is undefined)."""
+    n = 0
+    parts: list[float] = []
+    for m in matches:
+        parts.extend(m.jaccard.tolist())
+        n += m.n_objects
+    if n == 0:
+        raise ValueError("no reference objects: SEG is undefined")
+    return math.fsum(parts) / n
+
+
+def seg_score(gt: np.ndarray, res: np.ndarray) -> float:
+    """Return SEG of one image pair: the mean J over the reference objects of ``gt`` (see :func:`match_objects`).
+    Raises ValueError when ``gt`` has no object."""
+    return pooled_seg([match_objects(gt, res)])
+
+
+def peseg(seg: float, n_params: int) -> float:
+    """Return PESEG = SEG / N * 1e6 (the paper's parameter efficiency), N the number of trainable parameters.
+    Raises ValueError unless 0 <= seg <= 1 and N is a positive integer."""
+    if isinstance(n_params, bool) or not isinstance(n_params, (int, np.integer)) or n_params <= 0:
+        raise ValueError(f"n_params must be a positive integer, got {n_params!r}")
+    if not (math.isfinite(seg) and 0.0 <= seg <= 1.0):
+        raise ValueError(f"seg must be in [0, 1], got {seg!r}")
+    return seg / int(n_params) * 1e6
+
+
+# ----------------------------------------------------------------------------------------------- command line
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a positive integer such as 6628809."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (write 6700000, not 6.7M)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of ``python -m evaluation.seg``."""
+    p = argparse.ArgumentParser(
+        prog="python -m evaluation.seg",
+        description="Cell Tracking Challenge SEG (official semantics) and PESEG = SEG / N * 1e6.",
+    )
+    p.add_argument("--gt", action="append", default=[], type=Path, metavar="DIR",
+                   help="GT folder with man_segTTT.tif / man_seg_TTT_ZZZ.tif, e.g. DATASET/01_GT/SEG; "
+                        "repeat together with --res for several sequences (paired in order)")
+    p.add_argument("--res", action="append", default=[], type=Path, metavar="DIR",
+                   help="result folder with maskTTT.tif, e.g. DATASET/01_RES (one per --gt)")
+    p.add_argument("--dataset-dir", action="append", default=[], type=Path, metavar="DIR",
+                   help="dataset folder: score every NN_GT/SEG against NN_RES (repeatable)")
+    n = p.add_mutually_exclusive_group()
+    n.add_argument("--params", type=_positive_int, metavar="N",
+                   help="number of trainable parameters of all models used, to print PESEG")
+    n.add_argument("--model", action="append", default=[], type=Path, metavar="DIR",
+                   help="model folder whose config.json has integer 'n_params'; repeatable, counts are summed")
+    p.add_argument("--csv", type=Path, metavar="FILE",
+                   help="write one row per reference object: file,t,z,gt_label,res_label,gt_size,"
+                        "intersection,jaccard")
+    p.add_argument("--lenient", action="store_true",
+                   help="score a missing, unreadable, non-uint16 or wrongly shaped result file as empty "
+                        "(J=0 for its objects) with a warning instead of failing")
+    verbosity = p.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="log per-file progress")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="log errors only")
+    return p
+
+
+def _format_table(rows: Sequence[tuple[str, str, str, str, str]]) -> str:
+    """Return ``rows`` (header first) as left/right aligned text columns."""
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = []
+    for r in rows:
+        lines.append("  ".join([r[0].ljust(widths[0]), r[1].ljust(widths[1])]
+                               + [r[i].rjust(widths[i]) for i in range(2, 5)]))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return 0 on success, 2 on a scoring error (one line on stderr naming the file).
+
+    Prints ``SEG x.xxxxxx`` (and ``PESEG x.xxxxxx`` when the parameter count is known) on stdout. With several
+    sequences a table comes first; SEG is then the mean over dataset folders of each folder's mean over its
+    sequences (the challenge's dataset score when there is one folder).
+    """
+    from . import ctc_seg  # late import: ctc_seg imports this module
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.ERROR if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger(__package__ or "evaluation").setLevel(level)
+    if len(args.gt) != len(args.res):
+        parser.error(f"--gt given {len(args.gt)} times but --res {len(args.res)} times; give them in pairs")
+    if not args.gt and not args.dataset_dir:
+        parser.error("give --gt DIR --res DIR (repeatable) or --dataset-dir DIR")
+
+    try:
+        n_params = args.params
+        if args.model:
+            n_params = sum(ctc_seg.read_model_params(m) for m in args.model)
+        pairs = list(zip(args.gt, args.res))
+        for d in args.dataset_dir:
+            pairs.extend(ctc_seg.find_sequences(d))
+        scores = _score_all(ctc_seg, pairs, args.lenient, args.csv)
+    except ctc_seg.SegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    if len(scores) > 1:
+        print(_summary(scores))
+        seg_value = _mean_of_datasets(scores)
+    else:
+        seg_value = scores[0].seg
+    print(f"SEG {seg_value:.6f}")
+    if n_params is not None:
+        print(f"PESEG {peseg(seg_value, n_params):.6f}")
+    return 0
+
+
+def _score_all(ctc_seg_module, pairs: list[tuple[Path, Path]], lenient: bool, csv_path: Path | None) -> list:
+    """Score every (gt_dir, res_dir) pair, streaming per-object rows to ``csv_path``; return the
+    :class:`evaluation.ctc_seg.SequenceScore` list. Raises SegError on the first scoring error."""
+    scores = []
+    if csv_path is None:
+        for gt_dir, res_dir in pairs:
+            scores.append(ctc_seg_module.score_sequence(gt_dir, res_dir, lenient=lenient))
+        return scores
+    try:
+        fh = open(csv_path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise ctc_seg_module.SegError(f"{csv_path}: cannot write the CSV file ({exc})") from None
+    with fh:
+        writer = csv.writer(fh)
+        writer.writerow(ctc_seg_module.CSV_HEADER)
+        for gt_dir, res_dir in pairs:
+            scores.append(ctc_seg_module.score_sequence(
+                gt_dir, res_dir, lenient=lenient, on_file=lambda fs: ctc_seg_module.write_csv_rows(writer, fs)))
+    return scores
+
+
+def _dataset_means(scores: list) -> dict[str, list]:
+    """Return the sequence scores grouped by dataset folder, in first-seen order."""
+    groups: dict[str, list] = {}
+    for s in scores:
+        groups.setdefault(s.dataset, []).append(s)
+    return groups
+
+
+def _mean_of_datasets(scores: list) -> float:
+    """Return the mean over dataset folders of the mean SEG over each folder's sequences."""
+    groups = _dataset_means(scores)
+    return sum(sum(s.seg for s in g) / len(g) for g in groups.values()) / len(groups)
+
+
+def _summary(scores: list) -> str:
+    """Return the summary table: one row per sequence, one mean row per dataset folder, the overall mean."""
+    rows = [("dataset", "seq", "files", "objects", "SEG")]
+    groups = _dataset_means(scores)
+    for name, group in groups.items():
+        for s in group:
+            rows.append((name, s.sequence, str(s.n_files), str(s.n_objects), f"{s.seg:.6f}"))
+        rows.append((name, "mean", str(sum(s.n_files for s in group)), str(sum(s.n_objects for s in group)),
+                     f"{sum(s.seg for s in group) / len(group):.6f}"))
+    rows.append((f"mean of {len(groups)} dataset(s)", "", str(sum(s.n_files for s in scores)),
+                 str(sum(s.n_objects for s in scores)), f"{_mean_of_datasets(scores):.6f}"))
+    return _format_table(rows)
+
+
+if __name__ == "__main__":
+    from .seg import main as _main  # the package's own module, not this __main__ copy
+
+    sys.exit(_main())
