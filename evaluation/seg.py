@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 # Label values below this are compressed with a bincount look-up table (O(n), no sort); above it np.unique.
 _LUT_MAX_LABEL = 1 << 22
+# Pixels per chunk when counting result object sizes over a whole image (bounds temporary copies).
+_CHUNK = 1 << 22
 # Largest dense joint histogram (GT labels x result labels under the GT foreground), in cells (int64).
 DEFAULT_MAX_DENSE_CELLS = 1 << 22
 
@@ -86,19 +88,20 @@ def _label_sizes(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
     if labels.size == 0:
         return np.zeros(0, np.int64)
     wanted = np.unique(labels)
-    if values.dtype.kind == "u" and values.dtype.itemsize <= 2:
-        counts = np.bincount(values, minlength=int(wanted[-1]) + 1)[wanted]
-    else:
-        top = int(values.max())
+    small = values.dtype.kind == "u" and values.dtype.itemsize <= 2
+    top = int(np.iinfo(values.dtype).max) if small else int(values.max())
+    counts = np.zeros(top + 1 if top < _LUT_MAX_LABEL else wanted.size, np.int64)
+    # chunks bound the intp copy np.bincount makes of its input (a 13x2454x1693 mask would need 430 MB)
+    for start in range(0, values.size, _CHUNK):
+        chunk = values[start:start + _CHUNK]
         if top < _LUT_MAX_LABEL:
-            v = values if np.can_cast(values.dtype, np.intp) else values.astype(np.intp)
-            counts = np.bincount(v, minlength=top + 1)[wanted]
+            counts += np.bincount(chunk.astype(np.intp, copy=False), minlength=top + 1)
         else:  # O(n log k) without sorting the image: position of each pixel's label among the wanted ones
-            pos = np.searchsorted(wanted, values)
-            pos_clipped = np.minimum(pos, wanted.size - 1)
-            hit = wanted[pos_clipped] == values
-            counts = np.bincount(pos_clipped[hit], minlength=wanted.size)
-    return counts.astype(np.int64)[np.searchsorted(wanted, labels)]
+            pos = np.minimum(np.searchsorted(wanted, chunk), wanted.size - 1)
+            counts += np.bincount(pos[wanted[pos] == chunk], minlength=wanted.size)
+    if top < _LUT_MAX_LABEL:
+        counts = counts[wanted]
+    return counts[np.searchsorted(wanted, labels)]
 
 
 def match_objects(

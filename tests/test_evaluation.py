@@ -100,6 +100,19 @@ def test_background_majority_is_no_match_and_false_positives_do_not_count() -> N
     assert objects(match_objects(gt, res)) == {1: (0, 0.0)}
 
 
+def test_result_without_background_pixels() -> None:
+    gt = np.zeros((4, 4), np.uint16)
+    gt[0, :] = 1  # R1: 4 px
+    gt[2, :2] = 2  # R2: 2 px
+    res = np.full((4, 4), 4, np.uint16)  # S4: 12 px, no background anywhere
+    res[2, :] = 5  # S5: 4 px
+    # R1: |R∩S4| = 4 > 2, J = 4 / (4 + 12 - 4) = 1/3 ; R2: |R∩S5| = 2 > 1, J = 2 / (2 + 4 - 2) = 1/2
+    # SEG = (1/3 + 1/2) / 2 = 5/12 (py-ctcmetrics 1.3.3 drops label 4 as if it were background: 0.25)
+    m = match_objects(gt, res)
+    assert objects(m) == {1: (4, pytest.approx(1 / 3, abs=1e-15)), 2: (5, 0.5)}
+    assert seg_score(gt, res) == pytest.approx(5 / 12, abs=1e-15)
+
+
 def test_empty_result_scores_zero() -> None:
     gt = np.zeros((5, 5), np.uint16)
     gt[0:2, 0:2] = 1
@@ -152,6 +165,22 @@ def test_dense_and_sparse_joint_histograms_agree() -> None:
     assert np.count_nonzero(dense.res_labels) > 10
     for field in ("gt_labels", "gt_sizes", "res_labels", "res_sizes", "intersections", "jaccard"):
         np.testing.assert_array_equal(getattr(dense, field), getattr(sparse, field))
+
+
+def test_result_sizes_counted_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import evaluation.seg as seg_module
+
+    gt = np.zeros((6, 9), np.uint16)
+    gt[1, 0:4] = 3  # |R| = 4
+    res = np.zeros((6, 9), np.uint16)
+    res[1, 0:3] = 8  # |R∩S| = 3
+    res[4:6, :] = 8  # + 18 px elsewhere: |S| = 21, J = 3 / (4 + 21 - 3) = 3/22
+    expected = [3 / 22]
+    for chunk in (7, 1 << 22):  # many chunks (the last one partial) and one chunk
+        monkeypatch.setattr(seg_module, "_CHUNK", chunk)
+        assert match_objects(gt, res).jaccard.tolist() == expected
+        big = match_objects(gt.astype(np.int64) * 10**7, res.astype(np.int64) * 10**7)  # searchsorted path
+        assert big.res_sizes.tolist() == [21] and big.jaccard.tolist() == expected
 
 
 def test_match_against_brute_force_per_object() -> None:
