@@ -33,10 +33,10 @@ SHAPE = (13, 2454, 1693)
 
 def paint_nuclei(shape: tuple[int, int, int], centres: np.ndarray, radii: np.ndarray,
                  labels: np.ndarray) -> np.ndarray:
-    """Return a uint16 volume with one filled ellipsoid per row of ``centres``/``radii`` (later ones on top)."""
+    """Return a uint16 volume with one filled ellipsoid per row of ``centres``/``radii`` (later on top)."""
     vol = np.zeros(shape, np.uint16)
     bounds = np.array(shape)
-    for c, r, lab in zip(centres, radii, labels):
+    for c, r, lab in zip(centres, radii, labels, strict=True):
         lo = np.maximum(np.floor(c - r).astype(int), 0)
         hi = np.minimum(np.ceil(c + r).astype(int) + 1, bounds)
         if np.any(hi <= lo):
@@ -66,7 +66,7 @@ def make_frame(seed: int, n_nuclei: int, shape: tuple[int, int, int]) -> tuple[n
 
 
 def sparse_slice(gt: np.ndarray, z: int, rng: np.random.Generator, fraction: float = 0.6) -> np.ndarray:
-    """Return slice ``z`` of ``gt`` with only a random ``fraction`` of its objects kept (sparse gold truth)."""
+    """Return slice ``z`` of ``gt`` keeping a random ``fraction`` of its objects (sparse gold truth)."""
     sl = gt[z]
     labels = np.unique(sl)
     labels = labels[labels != 0]
@@ -110,7 +110,7 @@ def score_child(gt_dir: Path, res_dir: Path) -> dict:
 
 
 def run_child(gt_dir: Path, res_dir: Path) -> dict:
-    """Run :func:`score_child` in a fresh interpreter (so peak RSS is the scoring's own) and return its dict."""
+    """Run :func:`score_child` in a fresh interpreter (peak RSS is the scoring's own); return its dict."""
     out = subprocess.run([sys.executable, __file__, "--score", str(gt_dir), str(res_dir)],
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,7 +1,7 @@
 """Standalone Cell Tracking Challenge SEG and PESEG (official semantics; imports nothing from this project).
 
-Array functions live in :mod:`evaluation.seg`, folder walking in :mod:`evaluation.ctc_seg`; the names below are
-imported on first use so that ``python -m evaluation.seg`` runs without a double import.
+Array functions live in :mod:`evaluation.seg`, folder walking in :mod:`evaluation.ctc_seg`; the names
+below are imported on first use so that ``python -m evaluation.seg`` runs without a double import.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ scored twice, once per slice, never stacked). GT files and masks are paired by t
 names (a mask may have 3 or 4 digits), never by sorting. Images are read one at a time; for slice GT only the
 needed page of the mask is read when the TIFF stores one page per slice.
 
-Like the official tool, a missing or unreadable result file, a mask that is not uint16 or a shape mismatch is an
-error (:class:`SegError`, one line naming the file); with ``lenient=True`` such a file is scored as empty
+Like the official tool, a missing or unreadable result file, a mask that is not uint16 or a shape mismatch is
+an error (:class:`SegError`, one line naming the file); with ``lenient=True`` such a file is scored as empty
 (J = 0 for its objects) and a warning is logged.
 """
 
@@ -17,9 +17,10 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import tifffile
@@ -232,7 +233,7 @@ def iter_file_scores(gt_dir: Path, res_dir: Path, *, lenient: bool = False) -> I
 
 
 def _display_names(gt_dir: Path) -> tuple[str, str]:
-    """Return (dataset, sequence) display names for ``gt_dir`` (``DATASET/01_GT/SEG`` -> ``DATASET``, ``01``)."""
+    """Return (dataset, sequence) display names of ``gt_dir`` (``DATASET/01_GT/SEG``: ``DATASET``, ``01``)."""
     gt_dir = Path(gt_dir)
     m = SEQ_GT_RE.match(gt_dir.parent.name)
     if gt_dir.name == "SEG" and m:
@@ -248,7 +249,8 @@ def score_sequence(
     on_file: Callable[[FileScore], None] | None = None,
 ) -> SequenceScore:
     """Score every GT file of ``gt_dir`` against the masks of ``res_dir``; call ``on_file`` after each file.
-    Returns the :class:`SequenceScore`. Raises SegError on a scoring error or when no GT file has an object."""
+    Returns the :class:`SequenceScore`. Raises SegError on a scoring error or when no GT file holds
+    an object."""
     start = time.perf_counter()
     files = []
     for fs in iter_file_scores(gt_dir, res_dir, lenient=lenient):
@@ -296,7 +298,14 @@ def read_model_params(model_dir: Path) -> int:
     return value
 
 
-def write_csv_rows(writer, file_score: FileScore) -> None:
+class RowWriter(Protocol):
+    """What :func:`write_csv_rows` needs of its writer (a :func:`csv.writer` has it)."""
+
+    def writerows(self, rows: Iterable[Iterable[object]], /) -> object:
+        """Write ``rows``."""
+
+
+def write_csv_rows(writer: RowWriter, file_score: FileScore) -> None:
     """Write one CSV row per reference object of ``file_score`` (columns :data:`CSV_HEADER`) with ``writer``
     (a :func:`csv.writer`)."""
     m = file_score.matches
@@ -305,5 +314,5 @@ def write_csv_rows(writer, file_score: FileScore) -> None:
     writer.writerows(
         (str(gt.path), gt.t, z, lab, res, size, inter, repr(j))
         for lab, res, size, inter, j in zip(m.gt_labels.tolist(), m.res_labels.tolist(), m.gt_sizes.tolist(),
-                                            m.intersections.tolist(), m.jaccard.tolist())
+                                            m.intersections.tolist(), m.jaccard.tolist(), strict=True)
     )

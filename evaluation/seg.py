@@ -1,4 +1,4 @@
-"""The Cell Tracking Challenge SEG measure and PESEG, as pure functions on label arrays, plus the command line.
+"""The Cell Tracking Challenge SEG measure and PESEG as pure functions on label arrays, and the command line.
 
 SEG semantics (the official CTC evaluation tool): for every reference object R of a GT image, the result
 object S with ``|R ∩ S| > 0.5 |R|`` (strict) is its match and scores ``J = |R ∩ S| / |R ∪ S|``; without
@@ -24,8 +24,12 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # only for annotations: ctc_seg imports this module
+    from .ctc_seg import SequenceScore
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +170,7 @@ def pooled_seg(matches: Iterable[ObjectMatches]) -> float:
 
 
 def seg_score(gt: np.ndarray, res: np.ndarray) -> float:
-    """Return SEG of one image pair: the mean J over the reference objects of ``gt`` (see :func:`match_objects`).
+    """Return SEG of one image pair: mean J over the reference objects of ``gt`` (see :func:`match_objects`).
     Raises ValueError when ``gt`` has no object."""
     return pooled_seg([match_objects(gt, res)])
 
@@ -212,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--params", type=_positive_int, metavar="N",
                    help="number of trainable parameters of all models used, to print PESEG")
     n.add_argument("--model", action="append", default=[], type=Path, metavar="DIR",
-                   help="model folder whose config.json has integer 'n_params'; repeatable, counts are summed")
+                   help="model folder whose config.json has integer 'n_params'; repeatable (summed)")
     p.add_argument("--csv", type=Path, metavar="FILE",
                    help="write one row per reference object: file,t,z,gt_label,res_label,gt_size,"
                         "intersection,jaccard")
@@ -246,25 +250,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.DEBUG if args.verbose else logging.ERROR if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger(__package__ or "evaluation").setLevel(level)
     if len(args.gt) != len(args.res):
         parser.error(f"--gt given {len(args.gt)} times but --res {len(args.res)} times; give them in pairs")
     if not args.gt and not args.dataset_dir:
         parser.error("give --gt DIR --res DIR (repeatable) or --dataset-dir DIR")
-
+    level = logging.DEBUG if args.verbose else logging.ERROR if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    package_log = logging.getLogger(__package__ or "evaluation")
+    previous_level = package_log.level
+    package_log.setLevel(level)  # restored below: main() may run in-process (tests, notebooks)
     try:
         n_params = args.params
         if args.model:
             n_params = sum(ctc_seg.read_model_params(m) for m in args.model)
-        pairs = list(zip(args.gt, args.res))
+        pairs = list(zip(args.gt, args.res, strict=True))
         for d in args.dataset_dir:
             pairs.extend(ctc_seg.find_sequences(d))
-        scores = _score_all(ctc_seg, pairs, args.lenient, args.csv)
+        scores = _score_all(pairs, args.lenient, args.csv)
     except ctc_seg.SegError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # always one line
         return 2
+    finally:
+        package_log.setLevel(previous_level)
 
     if len(scores) > 1:
         print(_summary(scores))
@@ -277,28 +284,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _score_all(ctc_seg_module, pairs: list[tuple[Path, Path]], lenient: bool, csv_path: Path | None) -> list:
-    """Score every (gt_dir, res_dir) pair, streaming per-object rows to ``csv_path``; return the
-    :class:`evaluation.ctc_seg.SequenceScore` list. Raises SegError on the first scoring error."""
-    scores = []
+def _score_all(pairs: list[tuple[Path, Path]], lenient: bool, csv_path: Path | None) -> list[SequenceScore]:
+    """Score every (gt_dir, res_dir) pair, streaming per-object rows to ``csv_path`` when given; return the
+    sequence scores in order. Raises SegError on the first scoring error."""
+    from .ctc_seg import CSV_HEADER, SegError, score_sequence, write_csv_rows
+
     if csv_path is None:
-        for gt_dir, res_dir in pairs:
-            scores.append(ctc_seg_module.score_sequence(gt_dir, res_dir, lenient=lenient))
-        return scores
+        return [score_sequence(gt_dir, res_dir, lenient=lenient) for gt_dir, res_dir in pairs]
     try:
-        fh = open(csv_path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed below
+        fh = open(csv_path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
-        raise ctc_seg_module.SegError(f"{csv_path}: cannot write the CSV file ({exc})") from None
+        raise SegError(f"{csv_path}: cannot write the CSV file ({exc.strerror or exc})") from None
+    scores = []
     with fh:
         writer = csv.writer(fh)
-        writer.writerow(ctc_seg_module.CSV_HEADER)
+        writer.writerow(CSV_HEADER)
         for gt_dir, res_dir in pairs:
-            scores.append(ctc_seg_module.score_sequence(
-                gt_dir, res_dir, lenient=lenient, on_file=lambda fs: ctc_seg_module.write_csv_rows(writer, fs)))
+            scores.append(score_sequence(gt_dir, res_dir, lenient=lenient,
+                                         on_file=lambda fs: write_csv_rows(writer, fs)))
     return scores
 
 
-def _dataset_means(scores: list) -> dict[str, list]:
+def _dataset_means(scores: list[SequenceScore]) -> dict[str, list[SequenceScore]]:
     """Return the sequence scores grouped by dataset folder, in first-seen order."""
     groups: dict[str, list] = {}
     for s in scores:
@@ -306,13 +313,13 @@ def _dataset_means(scores: list) -> dict[str, list]:
     return groups
 
 
-def _mean_of_datasets(scores: list) -> float:
+def _mean_of_datasets(scores: list[SequenceScore]) -> float:
     """Return the mean over dataset folders of the mean SEG over each folder's sequences."""
     groups = _dataset_means(scores)
     return sum(sum(s.seg for s in g) / len(g) for g in groups.values()) / len(groups)
 
 
-def _summary(scores: list) -> str:
+def _summary(scores: list[SequenceScore]) -> str:
     """Return the summary table: one row per sequence, one mean row per dataset folder, the overall mean."""
     rows = [("dataset", "seq", "files", "objects", "SEG")]
     groups = _dataset_means(scores)

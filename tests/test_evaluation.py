@@ -21,8 +21,6 @@ from evaluation import ctc_seg
 from evaluation.ctc_seg import SegError, score_sequence
 from evaluation.seg import main, match_objects, peseg, pooled_seg, seg_score
 
-
-
 # ------------------------------------------------------------------------------------------------ helpers
 
 
@@ -35,7 +33,7 @@ def write_tif(path: Path, arr: np.ndarray) -> Path:
 
 def objects(m) -> dict[int, tuple[int, float]]:
     """{gt_label: (matched res label, J)} of an ObjectMatches."""
-    return {int(g): (int(r), float(j)) for g, r, j in zip(m.gt_labels, m.res_labels, m.jaccard)}
+    return {int(g): (int(r), float(j)) for g, r, j in zip(m.gt_labels, m.res_labels, m.jaccard, strict=True)}
 
 
 # ------------------------------------------------------------------------------------- pure array: golden
@@ -189,7 +187,7 @@ def test_match_against_brute_force_per_object() -> None:
     res = np.roll(gt, 1, axis=1) * 2  # shifted copy: some majorities, some not
     res[rng.random(res.shape) < 0.2] = 99  # noise
     m = match_objects(gt, res)
-    for lab, j in zip(m.gt_labels.tolist(), m.jaccard.tolist()):  # slow reference, per object
+    for lab, j in zip(m.gt_labels.tolist(), m.jaccard.tolist(), strict=True):  # slow reference, per object
         r = gt == lab
         expect = 0.0
         for s in np.unique(res[r]):
@@ -440,7 +438,8 @@ def test_cli_errors_exit_2_with_one_line(tmp_path: Path, capsys) -> None:
     captured = capsys.readouterr()
     assert captured.out == ""
     err = captured.err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "mask0002.tif: result mask dtype is int16" in err[0]
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert "mask0002.tif: result mask dtype is int16" in err[0]
     # --lenient: frame 002 scored empty -> (1 + 0 + 0 + 0) / 4 = 0.25
     assert main(["--gt", str(gt_dir), "--res", str(res_dir), "--lenient", "-q"]) == 0
     assert cli_lines(capsys) == ["SEG 0.250000"]
@@ -492,7 +491,7 @@ def test_python_dash_m_entry_points(tmp_path: Path, module: str) -> None:
 
 
 def random_volume(rng: np.random.Generator, shape: tuple[int, int, int], n: int) -> np.ndarray:
-    """A deterministic label volume: ``n`` random boxes with random non-consecutive labels (later ones on top)."""
+    """A deterministic label volume: ``n`` random boxes, random non-consecutive labels (later on top)."""
     vol = np.zeros(shape, np.uint16)
     labels = rng.choice(np.arange(1, 250), size=n, replace=False)
     for lab in labels:
