@@ -37,22 +37,107 @@ def select_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-class TorchRunner:
-    """Runs a network on (B, 3, h, w) batches at network scale and returns (B, h, w) sigmoid probabilities."""
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
-    def __init__(self, model: LoadedModel, device: torch.device) -> None:
-        self.device = device
-        self.net = model.net.to(device).eval().to(memory_format=torch.channels_last)
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for a CUDA (or other accelerator) out-of-memory error, whatever exception type carries it."""
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+class BatchFallback:
+    """Runs ``fn`` on a (B, ...) batch in chunks; on out-of-memory halves the chunk and retries.
+
+    The smaller chunk size is remembered for later calls (memory use of one frame predicts the next), and
+    each reduction is logged. A single-item chunk that still runs out of memory re-raises the error.
+    """
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], name: str = "network") -> None:
+        self.fn = fn
+        self.name = name
+        self.max_batch: int | None = None
+        """Largest chunk known to fit; ``None`` until an out-of-memory error was seen."""
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        n = int(x.shape[0])
+        size = min(n, self.max_batch or n)
+        outs: list[torch.Tensor] = []
+        start = 0
+        while start < n:
+            try:
+                outs.append(self.fn(x[start : start + size]))
+                start += size
+                continue
+            except Exception as exc:  # noqa: BLE001 - re-raised unless it is an out-of-memory error
+                if not is_out_of_memory(exc) or size == 1:
+                    raise
+            new = max(1, size // 2)
+            log.warning("%s: out of memory on a batch of %d; falling back to batches of %d", self.name, size, new)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            size = self.max_batch = new
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+class TorchRunner:
+    """Runs a network on (B, 3, h, w) batches at network scale and returns (B, h, w) sigmoid probabilities.
+
+    ``precision``: ``auto`` (fp16 autocast on CUDA, fp32 on CPU), ``fp32``, ``fp16`` (CUDA only) or ``bf16``
+    (autocast; on CPUs with native bfloat16 support, e.g. AVX512-BF16/AMX, about 1.4x faster than fp32).
+    ``compile``: wrap the network in ``torch.compile`` (one-off compile cost of tens of seconds); if compiling
+    fails the eager network is used and a warning is logged. Batches that run out of GPU memory are split
+    (:class:`BatchFallback`).
+    """
+
+    def __init__(self, model: LoadedModel, device: torch.device, precision: str = "auto",
+                 compile: bool = False) -> None:
+        if precision not in PRECISIONS:
+            raise ModelError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision == "fp16" and device.type != "cuda":
+            raise ModelError("precision fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
+        if precision == "auto":
+            precision = "fp16" if device.type == "cuda" else "fp32"
+        if precision == "bf16" and device.type == "cpu" and not _cpu_has_native_bf16():
+            log.warning("bf16 on this CPU is emulated (no AVX512-BF16/AMX): expect it to be slower than fp32")
+        self.device = device
+        self.precision = precision
+        self.net = model.net.to(device).eval().to(memory_format=torch.channels_last)
+        self._forward_net: Callable[[torch.Tensor], torch.Tensor] = self.net
+        if compile:
+            try:
+                self._forward_net = torch.compile(self.net, dynamic=False)
+            except Exception as exc:  # noqa: BLE001 - torch.compile raises many types when unsupported
+                log.warning("torch.compile unavailable (%s); running the network eagerly", exc)
+        self._chunked = BatchFallback(self._forward, name=f"network on {device}")
+
+    @property
+    def max_batch(self) -> int | None:
+        """Chunk size learned after an out-of-memory error (``None`` while none happened)."""
+        return self._chunked.max_batch
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            if self.device.type == "cuda":
-                with torch.autocast("cuda", dtype=torch.float16):
-                    y = self.net(x)
+            if self.precision == "fp32":
+                y = self._forward_net(x)
             else:
-                y = self.net(x)
+                dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+                with torch.autocast(self.device.type, dtype=dtype):
+                    y = self._forward_net(x)
             return torch.sigmoid(y.float())[:, 0]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._chunked(x)
+
+
+def _cpu_has_native_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -148,8 +233,13 @@ def build_segmenter(
     device: str = "auto",
     backend: str = "auto",
     batch_size: int | None = None,
+    precision: str = "auto",
 ) -> Segmenter:
-    """Load and verify the dataset's model folder(s) and prepare the runners and post-processing parameters."""
+    """Load and verify the dataset's model folder(s) and prepare the runners and post-processing parameters.
+
+    ``precision`` (see :class:`TorchRunner`): ``auto`` keeps fp32 on the CPU (ONNX Runtime) and fp16 autocast
+    on CUDA; ``bf16`` trades exactness for speed on CPUs with native bfloat16.
+    """
     cfg = get_dataset(dataset)
     dev = select_device(device)
     tasks = {"seg": model_dir}
@@ -167,7 +257,7 @@ def build_segmenter(
     params = dict(cfg.postprocess_defaults)
     for m in models.values():
         params.update(m.thresholds)
-    runners = {t: make_runner(m, dev, backend) for t, m in models.items()}
+    runners = {t: make_runner(m, dev, backend, precision) for t, m in models.items()}
     if batch_size is None:
         batch_size = 16 if dev.type == "cuda" else 1
     if batch_size < 1:
@@ -175,13 +265,23 @@ def build_segmenter(
     return Segmenter(cfg, runners, params, dev, batch_size, pseudocolor=pseudo.pop())
 
 
-def make_runner(model: LoadedModel, device: torch.device, backend: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A callable network runner: PyTorch (any device) or ONNX Runtime (CPU)."""
-    if backend == "onnx" or (backend == "auto" and device.type == "cpu" and _onnx_available()):
+def make_runner(model: LoadedModel, device: torch.device, backend: str,
+                precision: str = "auto") -> Callable[[torch.Tensor], torch.Tensor]:
+    """A callable network runner: PyTorch (any device) or ONNX Runtime (CPU, fp32).
+
+    ``auto`` picks ONNX Runtime on the CPU in fp32 (the fastest exact path measured, see
+    benchmarks/RESULTS.md) and PyTorch otherwise; a reduced CPU precision (``bf16``) needs PyTorch.
+    """
+    if backend not in ("auto", "torch", "onnx"):
+        raise ModelError(f"backend must be auto, torch or onnx, got {backend!r}")
+    if backend == "onnx" and (device.type != "cpu" or precision not in ("auto", "fp32")):
+        raise ModelError(f"the onnx backend runs fp32 on the CPU only (device {device.type}, precision {precision})")
+    exact_cpu = device.type == "cpu" and precision in ("auto", "fp32")
+    if backend == "onnx" or (backend == "auto" and exact_cpu and _onnx_available()):
         from efficientcellseg.onnx_backend import OnnxRunner
 
         return OnnxRunner(model)
-    return TorchRunner(model, device)
+    return TorchRunner(model, device, precision=precision)
 
 
 def _onnx_available() -> bool:
