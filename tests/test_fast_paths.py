@@ -169,3 +169,21 @@ def test_torch_runner_falls_back_on_oom(calibrated, caplog) -> None:
         p = runner(x)
     assert torch.allclose(p, ref, atol=1e-4) and runner.max_batch == 1
     assert "falling back to batches of 1" in caplog.text
+
+
+def test_large_frames_pseudocolor_in_float16_same_masks(calibrated, monkeypatch) -> None:
+    """Frames above PC_FLOAT32_MAX_BYTES keep the pseudocolored stack in float16 (half the memory)."""
+    import efficientcellseg.infer as infer
+
+    cfg = get_dataset("A549-SIM")
+    raw = np.random.default_rng(6).integers(0, 4000, (3, 120, 140), dtype=np.uint16)
+    seg = infer.Segmenter(cfg, {"seg": OnnxRunner(load_model_folder(calibrated))}, {}, CPU, 2)
+    ref = seg.probabilities(raw)["seg"]
+    seen = []
+    real = infer.predict_slices
+    monkeypatch.setattr(infer, "predict_slices", lambda r, pc, *a: seen.append(pc.dtype) or real(r, pc, *a))
+    monkeypatch.setattr(infer, "PC_FLOAT32_MAX_BYTES", 0)
+    half = seg.probabilities(raw)["seg"]
+    assert seen == [np.float16] and half.dtype == np.float32
+    thr = float(np.median(ref))  # half of the pixels foreground: the comparison is not vacuous
+    assert _iou(half > thr, ref > thr) >= 0.99, _iou(half > thr, ref > thr)

@@ -185,6 +185,10 @@ def predict_slices(
     return out
 
 
+PC_FLOAT32_MAX_BYTES = 256 * 2**20
+"""Pseudocolored stacks larger than this as float32 are held as float16 (values in [0, 1]: 11-bit mantissa)."""
+
+
 @dataclass
 class Segmenter:
     """Everything needed to turn one raw frame into a label volume, for one dataset."""
@@ -198,23 +202,31 @@ class Segmenter:
     timer: StageTimer = field(default_factory=StageTimer)
 
     def probabilities(self, raw: np.ndarray) -> dict[str, np.ndarray]:
-        """Network outputs (``seg`` and, for MDA231, ``centers``) as (Z, Y, X) float32 in [0, 1]."""
+        """Network outputs (``seg`` and, for MDA231, ``centers``) as (Z, Y, X) float32 in [0, 1].
+
+        The pseudocolored stack of a large frame (more than :data:`PC_FLOAT32_MAX_BYTES` as float32, e.g. a
+        13x1745x2440 TRIC frame: 664 MB) is kept as float16 and cast to float32 one batch at a time.
+        """
         from efficientcellseg.pseudocolor import grey_stack, pseudocolor_stack
 
+        dtype = np.float16 if 3 * raw.size * 4 > PC_FLOAT32_MAX_BYTES else np.float32
         with self.timer.stage("pseudocolor"):
-            pc = pseudocolor_stack(raw) if self.pseudocolor else grey_stack(raw)
+            pc = pseudocolor_stack(raw, out_dtype=dtype) if self.pseudocolor else grey_stack(raw, out_dtype=dtype)
         with self.timer.stage("network"):
             return predict_slices(self.runners, pc, self.cfg, self.batch_size, self.device)
 
-    def segment(self, raw: np.ndarray) -> np.ndarray:
-        """uint16 labels (Z, Y, X) for one raw frame."""
+    def labels(self, probs: dict[str, np.ndarray]) -> np.ndarray:
+        """uint16 labels (Z, Y, X) from the network outputs of :meth:`probabilities` (post-processing)."""
         from efficientcellseg.postprocess import postprocess
 
-        if raw.max() == raw.min():
-            return np.zeros(raw.shape, np.uint16)
-        probs = self.probabilities(raw)
         with self.timer.stage("postprocess"):
             return postprocess(self.cfg.postprocess, probs["seg"], self.params, centers=probs.get("centers"))
+
+    def segment(self, raw: np.ndarray) -> np.ndarray:
+        """uint16 labels (Z, Y, X) for one raw frame."""
+        if raw.max() == raw.min():
+            return np.zeros(raw.shape, np.uint16)
+        return self.labels(self.probabilities(raw))
 
 
 def resolve_model_dir(cfg: DatasetConfig, task: str, given: Path | None) -> Path:
@@ -313,8 +325,16 @@ def predict_sequence(
     batch_size: int | None = None,
     threads: int | None = None,
     preview_dir: Path | None = None,
+    precision: str = "auto",
+    overlap: bool | None = None,
 ) -> PredictReport:
-    """Segment every frame of a CTC sequence folder and write ``maskTTT.tif`` files into ``output_dir``."""
+    """Segment every frame of a CTC sequence folder and write ``maskTTT.tif`` files into ``output_dir``.
+
+    The next frame is read while the current one is processed. With ``overlap`` the post-processing and writing
+    of frame t also run while the network processes frame t+1 (one frame in flight, so memory stays bounded);
+    ``None`` turns it on with a CUDA device, where the CPU is otherwise idle during the network, and off on the
+    CPU, where both compete for the same cores and a second frame's arrays would raise the peak memory.
+    """
     if threads:
         torch.set_num_threads(threads)
     else:
@@ -322,8 +342,11 @@ def predict_sequence(
     frames = list_frames(input_dir)
     cfg = get_dataset(dataset)
     out = check_output_dir(output_dir, input_dir)
-    seg = build_segmenter(dataset, model_dir, centers_model_dir, device, backend, batch_size)
-    log.info("%s: %d frames from %s on %s (batch %d)", cfg.key, len(frames), input_dir, seg.device, seg.batch_size)
+    seg = build_segmenter(dataset, model_dir, centers_model_dir, device, backend, batch_size, precision)
+    if overlap is None:
+        overlap = seg.device.type == "cuda"
+    log.info("%s: %d frames from %s on %s (batch %d%s)", cfg.key, len(frames), input_dir, seg.device, seg.batch_size,
+             ", post-processing overlapped with the network" if overlap else "")
     timer = seg.timer
     preview_at = {frames[0].index, frames[-1].index} if preview_dir else set()
 
@@ -331,30 +354,45 @@ def predict_sequence(
         with timer.stage("read"):
             return read_frame(fr.path, max_z=cfg.max_z)
 
+    def label(fr: Frame, raw: np.ndarray, probs: dict[str, np.ndarray] | None) -> np.ndarray:
+        labels = np.zeros(raw.shape, np.uint16) if probs is None else seg.labels(probs)
+        if fr.index in preview_at:
+            from efficientcellseg.preview import write_preview
+
+            write_preview(Path(preview_dir) / f"{cfg.key}_{Path(input_dir).name}_t{fr.digits}.png", raw, labels)
+        return labels
+
     def save(fr: Frame, labels: np.ndarray) -> None:
         with timer.stage("write"):
             write_mask(out / fr.mask_name, labels)
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        next_raw: Future = pool.submit(load, frames[0])
-        pending: list[Future] = []
+    def finish(fr: Frame, raw: np.ndarray, probs: dict[str, np.ndarray] | None) -> None:
+        save(fr, label(fr, raw, probs))
+
+    with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as finisher:
+        next_raw: Future = reader.submit(load, frames[0])
+        pending: Future | None = None
         for i, fr in enumerate(progress(frames, desc=f"{cfg.key} {Path(input_dir).name}", unit="frame")):
             raw = next_raw.result()
             if i + 1 < len(frames):
-                next_raw = pool.submit(load, frames[i + 1])
+                next_raw = reader.submit(load, frames[i + 1])
             if raw.max() == raw.min():
                 log.warning("%s: frame is constant (empty); writing an empty mask", fr.path)
-            labels = seg.segment(raw)
-            if fr.index in preview_at:
-                from efficientcellseg.preview import write_preview
-
-                write_preview(Path(preview_dir) / f"{cfg.key}_{Path(input_dir).name}_t{fr.digits}.png", raw, labels)
-            for f in pending:
-                if f.done():
-                    f.result()  # re-raise a failed write now
-            pending = [f for f in pending if not f.done()]
-            pending.append(pool.submit(save, fr, labels))
-        for f in pending:
-            f.result()
+                probs = None
+            else:
+                probs = seg.probabilities(raw)
+            if overlap:
+                if pending is not None:
+                    pending.result()  # one frame in flight at most; re-raises a failed post-processing or write
+                pending = finisher.submit(finish, fr, raw, probs)
+            else:
+                labels = label(fr, raw, probs)
+                if pending is not None:
+                    pending.result()  # re-raises a failed write
+                pending = finisher.submit(save, fr, labels)
+                del labels
+            del raw, probs
+        if pending is not None:
+            pending.result()
     log.info(timer.summary())
     return PredictReport(len(frames), out, dict(timer.seconds))
