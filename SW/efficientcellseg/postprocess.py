@@ -1,0 +1,431 @@
+"""Per-dataset post-processing: probability maps (Z, Y, X) -> uint16 labels numbered 1..n.
+
+* :func:`centers_watershed` (MDA231): seeds from a cell-centre heatmap, 3D marker-controlled watershed.
+* :func:`distance_watershed` (TRIC): seeds from the 3D distance transform, so one nucleus keeps one label
+  through all its slices.
+* :func:`largest_component` (A549-SIM): the largest 3D connected component, holes filled.
+
+Shared conventions: foreground = ``prob > prob_threshold``; connected components and watershed use face
+connectivity (6-neighbourhood in 3D); the watersheds run on each foreground component's bounding box
+separately (memory follows the largest component, not the frame); a component without a seed keeps one
+label of its own (no cell is dropped because its seed was missed); objects below ``min_size`` voxels are
+removed; ``fill_holes`` fills, per object, every hole enclosed within an xy slice (which includes every
+3D cavity, and holes cut open by the first or last slice); labels are renumbered 1..n as uint16 and more
+than 65535 objects raise :class:`CTCInputError`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from scipy import ndimage as ndi
+from scipy.spatial import cKDTree
+from skimage.segmentation import watershed
+
+from efficientcellseg.ctc_io import MAX_LABEL
+from efficientcellseg.errors import CTCInputError
+
+log = logging.getLogger(__name__)
+
+DISTANCE_CAP = 64.0
+"""Distance-transform values are ``min(EDT, DISTANCE_CAP)`` (in xy pixels): only matters for huge blobs."""
+_MAX_EDT_VOXELS = 1 << 23
+"""Components with bigger bounding boxes get their capped EDT in overlapping xy chunks (bounded memory)."""
+_EDT_CHUNK = 512
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+_FACE = _readonly(ndi.generate_binary_structure(3, 1))
+_FULL = _readonly(np.ones((3, 3, 3), bool))
+_SLICE_2D = _readonly(np.pad(ndi.generate_binary_structure(2, 1)[None], ((1, 1), (0, 0), (0, 0))))
+"""Face connectivity within an xy slice only: hole filling slice by slice in one call."""
+
+
+# ---------------------------------------------------------------------------------------------- label helpers
+def _label_sizes(labels: np.ndarray, n: int) -> np.ndarray:
+    """Voxel count per label 0..n, slice by slice (one ``np.bincount`` of all would copy it to int64)."""
+    sizes = np.zeros(n + 1, np.int64)
+    for part in labels.reshape(labels.shape[0], -1) if labels.ndim > 1 else [labels]:
+        sizes += np.bincount(part, minlength=n + 1)[: n + 1]
+    return sizes
+
+
+def _check_labels(labels: np.ndarray) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.dtype == np.bool_:
+        return labels.view(np.uint8)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise CTCInputError(f"labels must be an integer array, got dtype {labels.dtype}")
+    if labels.size and labels.min() < 0:
+        raise CTCInputError(f"labels must be >= 0, got minimum {labels.min()}")
+    return labels
+
+
+def to_uint16_labels(labels: np.ndarray) -> np.ndarray:
+    """Renumber labels to 1..n (0 stays background) as uint16; more than 65535 objects raise CTCInputError."""
+    labels = _check_labels(labels)
+    if labels.size == 0 or labels.max() == 0:
+        return np.zeros(labels.shape, np.uint16)
+    top = int(labels.max())
+    if top <= max(4 * labels.size, 1 << 20):
+        present = np.zeros(top + 1, bool)
+        present[labels] = True  # fancy indexing: no full-size temporary
+        present[0] = False
+        n = int(np.count_nonzero(present))
+        _check_count(n)
+        if n == top:  # already consecutive
+            return labels.astype(np.uint16)
+        lut = np.zeros(top + 1, np.uint16)
+        lut[present] = np.arange(1, n + 1, dtype=np.uint16)
+        return lut[labels]
+    uniq, inv = np.unique(labels, return_inverse=True)  # huge label values: sort instead of a table
+    n = uniq.size - int(uniq[0] == 0)
+    _check_count(n)
+    inv = inv.reshape(labels.shape)
+    return (inv if uniq[0] == 0 else inv + 1).astype(np.uint16)
+
+
+def _check_count(n: int) -> None:
+    if n > MAX_LABEL:
+        raise CTCInputError(
+            f"{n} objects found, but CTC masks are uint16 and hold at most {MAX_LABEL}; "
+            "raise min_size or the probability threshold"
+        )
+
+
+def remove_small_objects(labels: np.ndarray, min_size: int, *, in_place: bool = False) -> np.ndarray:
+    """Set labels with fewer than ``min_size`` voxels to 0 (sizes from one bincount, no per-object loop)."""
+    labels = _check_labels(labels)
+    out = labels if in_place else labels.copy()
+    if min_size <= 1 or out.size == 0:
+        return out
+    small = _label_sizes(out, int(out.max())) < min_size
+    small[0] = False
+    if small.any():
+        out[small[out]] = 0
+    return out
+
+
+def fill_holes_per_label(labels: np.ndarray, *, per_slice: bool = True, in_place: bool = False) -> np.ndarray:
+    """Fill each object's holes with its label (only background voxels change).
+
+    ``per_slice=True`` fills holes enclosed within each xy slice of the object, which includes every 3D
+    cavity and holes opened by the stack's first or last slice; ``False`` fills 3D cavities only.
+    """
+    labels = _check_labels(labels)
+    out = labels if in_place else labels.copy()
+    structure = _SLICE_2D if (per_slice and out.ndim == 3) else None
+    for i, sl in enumerate(ndi.find_objects(out), 1):
+        if sl is None:
+            continue
+        view = out[sl]
+        obj = view == i
+        holes = ndi.binary_fill_holes(obj, structure=structure)
+        holes &= view == 0
+        view[holes] = i
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- seeds
+def _grow(sl: tuple[slice, ...], by: int, shape: tuple[int, ...]) -> tuple[slice, ...]:
+    return tuple(slice(max(s.start - by, 0), min(s.stop + by, n)) for s, n in zip(sl, shape, strict=True))
+
+
+def _window(min_distance: float, z_scale: float) -> tuple[int, int, int]:
+    r = int(math.floor(min_distance))
+    rz = int(math.floor(min_distance / z_scale))
+    return (2 * rz + 1, 2 * r + 1, 2 * r + 1)
+
+
+def find_seeds(
+    height: np.ndarray, mask: np.ndarray, *, min_distance: float, z_scale: float, threshold: float
+) -> tuple[np.ndarray, int]:
+    """Seed labels (int32, 1..k) at the local maxima of ``height`` inside ``mask``, and k.
+
+    A seed voxel is ``> threshold`` and equal to the maximum of ``height`` (restricted to ``mask``) over the
+    box ``|dz| * z_scale <= min_distance, |dy|, |dx| <= min_distance`` (borders included, along z too).
+    Connected plateaus form one seed; seeds still closer than ``min_distance`` (Euclidean, z scaled) to a
+    higher (or equally high, earlier) seed are dropped.
+    """
+    h = np.where(mask, height, -np.inf).astype(np.float32, copy=False)
+    peaks = (h == ndi.maximum_filter(h, size=_window(min_distance, z_scale), mode="nearest"))
+    peaks &= mask
+    peaks &= h > threshold
+    seeds, k = ndi.label(peaks, structure=_FULL)
+    if k <= 1:
+        return seeds, k
+    idx = np.arange(1, k + 1)
+    pos = np.asarray(ndi.center_of_mass(peaks, seeds, idx)) * np.array([z_scale, 1.0, 1.0])
+    val = np.asarray(ndi.maximum(h, seeds, idx))
+    pairs = cKDTree(pos).query_pairs(np.nextafter(min_distance, 0), output_type="ndarray")
+    if len(pairs) == 0:
+        return seeds, k
+    order = np.lexsort((idx, -val))  # highest first, ties: lower label first
+    rank = np.empty(k, np.intp)
+    rank[order] = np.arange(k)
+    near: list[list[int]] = [[] for _ in range(k)]
+    for a, b in pairs:
+        near[a].append(b)
+        near[b].append(a)
+    keep = np.ones(k, bool)
+    for s in order:  # greedy suppression over seeds (a handful per component)
+        if keep[s]:
+            for t in near[s]:
+                if rank[t] > rank[s]:
+                    keep[t] = False
+    lut = np.zeros(k + 1, np.int32)
+    lut[1:][keep] = np.arange(1, int(keep.sum()) + 1)
+    return lut[seeds], int(keep.sum())
+
+
+def capped_edt(mask: np.ndarray, z_scale: float, cap: float = DISTANCE_CAP) -> np.ndarray:
+    """``min(EDT(mask), cap)`` as float32, sampling (z_scale, 1, 1); outside the array is not background.
+
+    Large arrays are done in xy chunks with a margin of ``ceil(cap)``: exact, since a value <= cap has its
+    nearest background within the margin, and a chunk can only over-estimate the true distance.
+    """
+    sampling = (float(z_scale), 1.0, 1.0)
+    if mask.all():
+        return np.full(mask.shape, cap, np.float32)
+    if mask.size <= _MAX_EDT_VOXELS:
+        return np.minimum(ndi.distance_transform_edt(mask, sampling=sampling), cap).astype(np.float32)
+    out = np.empty(mask.shape, np.float32)
+    m = int(math.ceil(cap))
+    _, ny, nx = mask.shape
+    for y0 in range(0, ny, _EDT_CHUNK):
+        for x0 in range(0, nx, _EDT_CHUNK):
+            ya, yb = max(y0 - m, 0), min(y0 + _EDT_CHUNK + m, ny)
+            xa, xb = max(x0 - m, 0), min(x0 + _EDT_CHUNK + m, nx)
+            part = mask[:, ya:yb, xa:xb]
+            inner = (slice(None), slice(y0 - ya, y0 - ya + _EDT_CHUNK), slice(x0 - xa, x0 - xa + _EDT_CHUNK))
+            if part.all():
+                d = np.full(part.shape, cap)
+            else:
+                d = np.minimum(ndi.distance_transform_edt(part, sampling=sampling), cap)
+            out[:, y0 : y0 + _EDT_CHUNK, x0 : x0 + _EDT_CHUNK] = d[inner]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- engine
+def _split_components(
+    fg: np.ndarray,
+    height_fn: Callable[[np.ndarray, tuple[slice, ...]], np.ndarray],
+    *,
+    min_distance: float,
+    z_scale: float,
+    threshold: float,
+    min_size: int,
+) -> np.ndarray:
+    """int32 labels (not consecutive): each foreground component split by a seeded watershed on ``-height``.
+
+    A component keeps its own label when it has fewer than two seeds, when it is smaller than ``min_size``
+    (it is removed later anyway) or when its bounding box fits inside one seed window (then no two voxels
+    can be seeds of their own, up to exact ties). Pieces of split components get new labels above the
+    component count, so a later component's bounding box is never confused by them.
+    """
+    lab, n = ndi.label(fg, structure=_FACE)
+    if n == 0:
+        return lab
+    sizes = _label_sizes(lab, n)
+    win = _window(min_distance, z_scale)
+    next_label = n + 1
+    n_split = n_tried = 0
+    for i, sl in enumerate(ndi.find_objects(lab), 1):
+        if sl is None or sizes[i] < min_size:
+            continue
+        if all(s.stop - s.start <= (w + 1) // 2 for s, w in zip(sl, win, strict=True)):
+            continue
+        n_tried += 1
+        sl = _grow(sl, 1, lab.shape)
+        view = lab[sl]
+        comp = view == i
+        height = height_fn(comp, sl)
+        seeds, k = find_seeds(height, comp, min_distance=min_distance, z_scale=z_scale, threshold=threshold)
+        if k > 1:
+            ws = watershed(-height, seeds, mask=comp)
+            view[comp] = ws[comp] + (next_label - 1)
+            next_label += k
+            n_split += 1
+    log.debug("watershed: %d components, %d searched for seeds, %d split into %d", n, n_tried, n_split,
+              next_label - n - 1)
+    return lab
+
+
+def _finish(labels: np.ndarray, min_size: int, fill_holes: bool) -> np.ndarray:
+    remove_small_objects(labels, min_size, in_place=True)
+    if fill_holes:
+        fill_holes_per_label(labels, in_place=True)
+    return to_uint16_labels(labels)
+
+
+def _check_prob(prob: np.ndarray, name: str = "prob") -> np.ndarray:
+    prob = np.asarray(prob)
+    if prob.ndim != 3:
+        raise ValueError(f"{name} must be a (Z, Y, X) array, got shape {prob.shape}")
+    if not (np.issubdtype(prob.dtype, np.floating) or np.issubdtype(prob.dtype, np.integer)):
+        raise ValueError(f"{name} must be real-valued, got dtype {prob.dtype}")
+    return prob
+
+
+def _check_params(**checks: tuple[Any, bool, str]) -> None:
+    bad = [f"{k}={v!r} ({why})" for k, (v, ok, why) in checks.items() if not ok]
+    if bad:
+        raise ValueError("invalid post-processing parameters: " + ", ".join(bad))
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(v)
+
+
+# ---------------------------------------------------------------------------------------------- methods
+def centers_watershed(
+    prob: np.ndarray,
+    centers: np.ndarray,
+    *,
+    prob_threshold: float = 0.5,
+    center_threshold: float = 0.3,
+    center_min_distance: float = 10,
+    z_scale: float = 4.8,
+    min_size: int = 300,
+    fill_holes: bool = True,
+) -> np.ndarray:
+    """MDA231: watershed of each foreground component from the peaks of the cell-centre heatmap.
+
+    Seeds: local maxima of ``centers`` above ``center_threshold`` inside the component, at least
+    ``center_min_distance`` apart in xy pixels (z distances multiplied by ``z_scale``, the z/xy voxel size
+    ratio). Watershed on ``-centers`` restricted to the component; a component without a seed keeps one label.
+    """
+    prob = _check_prob(prob)
+    centers = _check_prob(centers, "centers")
+    if centers.shape != prob.shape:
+        raise ValueError(
+            f"centers (shape {centers.shape}) must have the same shape as prob (shape {prob.shape})"
+        )
+    _check_params(
+        prob_threshold=(prob_threshold, _finite(prob_threshold), "must be a finite number"),
+        center_threshold=(center_threshold, _finite(center_threshold), "must be a finite number"),
+        center_min_distance=(center_min_distance, _finite(center_min_distance) and center_min_distance >= 1,
+                             "must be >= 1"),
+        z_scale=(z_scale, _finite(z_scale) and z_scale > 0, "must be > 0"),
+        min_size=(min_size, _finite(min_size) and min_size >= 0, "must be >= 0"),
+    )
+    labels = _split_components(
+        prob > prob_threshold,
+        lambda comp, sl: centers[sl].astype(np.float32, copy=False),
+        min_distance=float(center_min_distance),
+        z_scale=float(z_scale),
+        threshold=float(center_threshold),
+        min_size=int(min_size),
+    )
+    return _finish(labels, int(min_size), bool(fill_holes))
+
+
+def distance_watershed(
+    prob: np.ndarray,
+    *,
+    prob_threshold: float = 0.5,
+    min_distance: float = 4,
+    z_scale: float = 1.0,
+    min_size: int = 20,
+    fill_holes: bool = False,
+    smooth_sigma: float = 1.0,
+) -> np.ndarray:
+    """TRIC: watershed of each foreground component from the maxima of its 3D distance transform.
+
+    Distance: Euclidean, sampling ``(z_scale, 1, 1)``, of the component (capped at :data:`DISTANCE_CAP`),
+    smoothed with a Gaussian of ``smooth_sigma`` xy pixels (``smooth_sigma / z_scale`` slices; 0 = none).
+    Seeds: its local maxima at least ``min_distance`` apart, stack borders included (a nucleus cut by the
+    first or last slice is found). Watershed on ``-distance`` in 3D: a nucleus has one label in all slices.
+    """
+    prob = _check_prob(prob)
+    _check_params(
+        prob_threshold=(prob_threshold, _finite(prob_threshold), "must be a finite number"),
+        min_distance=(min_distance, _finite(min_distance) and min_distance >= 1, "must be >= 1"),
+        z_scale=(z_scale, _finite(z_scale) and z_scale > 0, "must be > 0"),
+        min_size=(min_size, _finite(min_size) and min_size >= 0, "must be >= 0"),
+        smooth_sigma=(smooth_sigma, _finite(smooth_sigma) and smooth_sigma >= 0, "must be >= 0"),
+    )
+    sigma = (smooth_sigma / z_scale, smooth_sigma, smooth_sigma)
+
+    def height(comp: np.ndarray, sl: tuple[slice, ...]) -> np.ndarray:
+        d = capped_edt(comp, z_scale)
+        return ndi.gaussian_filter(d, sigma, mode="nearest") if smooth_sigma > 0 else d
+
+    labels = _split_components(
+        prob > prob_threshold,
+        height,
+        min_distance=float(min_distance),
+        z_scale=float(z_scale),
+        threshold=0.0,
+        min_size=int(min_size),
+    )
+    return _finish(labels, int(min_size), bool(fill_holes))
+
+
+def largest_component(
+    prob: np.ndarray, *, prob_threshold: float = 0.5, fill_holes: bool = True, min_size: int = 0
+) -> np.ndarray:
+    """A549-SIM (one cell per frame): the largest 3D component of the foreground as label 1, holes filled.
+
+    An empty foreground, or a largest component below ``min_size`` voxels, gives all zeros.
+    """
+    prob = _check_prob(prob)
+    _check_params(
+        prob_threshold=(prob_threshold, _finite(prob_threshold), "must be a finite number"),
+        min_size=(min_size, _finite(min_size) and min_size >= 0, "must be >= 0"),
+    )
+    lab, n = ndi.label(prob > prob_threshold, structure=_FACE)
+    if n == 0:
+        return np.zeros(prob.shape, np.uint16)
+    sizes = _label_sizes(lab, n)
+    best = int(np.argmax(sizes[1:])) + 1
+    if sizes[best] < min_size:
+        return np.zeros(prob.shape, np.uint16)
+    out = (lab == best).astype(np.uint16)
+    if fill_holes:
+        fill_holes_per_label(out, in_place=True)
+    return out
+
+
+_METHODS: Mapping[str, Callable[..., np.ndarray]] = {
+    "centers_watershed": centers_watershed,
+    "distance_watershed": distance_watershed,
+    "largest_component": largest_component,
+}
+
+
+def parameter_names(kind: str) -> tuple[str, ...]:
+    """The parameters ``kind`` accepts (its keyword-only arguments)."""
+    if kind not in _METHODS:
+        raise ValueError(f"unknown post-processing kind {kind!r}; known kinds: {', '.join(_METHODS)}")
+    sig = inspect.signature(_METHODS[kind])
+    return tuple(p.name for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def postprocess(
+    kind: str, prob: np.ndarray, params: Mapping[str, Any], centers: np.ndarray | None = None
+) -> np.ndarray:
+    """Run post-processing ``kind`` with ``params`` (missing names take the function's defaults).
+
+    Unknown parameter names raise ValueError naming them and the allowed ones; ``centers`` is required by
+    ``centers_watershed`` and rejected by the other kinds.
+    """
+    allowed = parameter_names(kind)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown {kind} parameter(s) {unknown}; allowed: {list(allowed)}")
+    if kind == "centers_watershed":
+        if centers is None:
+            raise ValueError("centers_watershed needs the cell-centre heatmap: pass centers=")
+        return centers_watershed(prob, centers, **params)
+    if centers is not None:
+        raise ValueError(f"{kind} does not use a cell-centre heatmap, but centers= was given")
+    return _METHODS[kind](prob, **params)

@@ -1,0 +1,293 @@
+"""Post-processing on constructed volumes: watershed splits, border nuclei, largest component, labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+import efficientcellseg.postprocess as pp
+from efficientcellseg.datasets import DATASETS
+from efficientcellseg.errors import CTCInputError
+from efficientcellseg.postprocess import (
+    capped_edt,
+    centers_watershed,
+    distance_watershed,
+    fill_holes_per_label,
+    find_seeds,
+    largest_component,
+    parameter_names,
+    postprocess,
+    remove_small_objects,
+    to_uint16_labels,
+)
+
+
+def ellipsoid(shape: tuple[int, int, int], center: tuple[float, float, float],
+              radii: tuple[float, float, float]) -> np.ndarray:
+    zz, yy, xx = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    c, r = center, radii
+    return ((zz - c[0]) / r[0]) ** 2 + ((yy - c[1]) / r[1]) ** 2 + ((xx - c[2]) / r[2]) ** 2 <= 1.0
+
+
+def as_prob(mask: np.ndarray) -> np.ndarray:
+    return np.where(mask, 0.9, 0.1).astype(np.float32)
+
+
+def assert_consecutive_uint16(labels: np.ndarray, n: int) -> None:
+    assert labels.dtype == np.uint16
+    assert np.array_equal(np.unique(labels), np.arange(n + 1))
+
+
+# ---------------------------------------------------------------------------------------------- distance
+def test_two_touching_spheres_get_two_labels() -> None:
+    shape = (26, 44, 64)
+    a = ellipsoid(shape, (13, 22, 20), (10, 10, 10))
+    b = ellipsoid(shape, (13, 22, 36), (7, 7, 7))
+    assert ndi.label(a | b)[1] == 1  # they touch: one connected component
+    lab = distance_watershed(as_prob(a | b), min_size=20)
+    assert_consecutive_uint16(lab, 2)
+    assert lab[13, 22, 20] != lab[13, 22, 36]
+    for m, o in ((a, b), (b, a)):  # each sphere (apart from the overlap) is one label
+        assert np.unique(lab[m & ~o]).size == 1
+
+
+def test_sphere_across_five_slices_is_one_label_in_all() -> None:
+    shape = (9, 64, 64)
+    m = ellipsoid(shape, (4, 32, 32), (2.4, 14, 14))
+    assert set(np.flatnonzero(m.any(axis=(1, 2)))) == {2, 3, 4, 5, 6}
+    lab = distance_watershed(as_prob(m))
+    assert_consecutive_uint16(lab, 1)
+    assert np.array_equal(lab > 0, m)
+
+
+def test_nuclei_touching_first_and_last_slice_are_found() -> None:
+    shape = (13, 60, 90)
+    top = ellipsoid(shape, (0, 20, 20), (4, 7, 7))
+    bottom = ellipsoid(shape, (12, 30, 60), (4, 7, 7))
+    middle = ellipsoid(shape, (6, 40, 30), (4, 7, 7))
+    lab = distance_watershed(as_prob(top | bottom | middle))
+    assert_consecutive_uint16(lab, 3)
+    for m in (top, bottom, middle):
+        assert np.unique(lab[m]).size == 1 and lab[m].min() > 0
+
+
+def test_touching_nuclei_at_the_stack_border_are_split() -> None:
+    shape = (13, 40, 60)
+    a = ellipsoid(shape, (0, 20, 20), (5, 8, 8))
+    b = ellipsoid(shape, (0, 20, 34), (5, 8, 8))
+    lab = distance_watershed(as_prob(a | b))
+    assert_consecutive_uint16(lab, 2)
+    assert lab[0, 20, 20] != lab[0, 20, 34]
+
+
+def test_distance_watershed_removes_small_and_keeps_separate_objects() -> None:
+    shape = (10, 50, 50)
+    big = ellipsoid(shape, (5, 15, 15), (4, 6, 6))
+    small = ellipsoid(shape, (5, 35, 35), (1, 1.5, 1.5))
+    assert 5 <= small.sum() < 20 <= big.sum()
+    lab = distance_watershed(as_prob(big | small), min_size=20)
+    assert_consecutive_uint16(lab, 1)
+    assert not lab[small].any() and lab[big].all()
+    lab0 = distance_watershed(as_prob(big | small), min_size=0)
+    assert_consecutive_uint16(lab0, 2)
+
+
+def test_empty_probability_gives_zeros() -> None:
+    prob = np.zeros((5, 20, 30), np.float32)
+    for lab in (distance_watershed(prob), largest_component(prob), centers_watershed(prob, prob)):
+        assert lab.dtype == np.uint16 and lab.shape == prob.shape and not lab.any()
+
+
+# ---------------------------------------------------------------------------------------------- centres
+def _two_elongated_cells() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A wide and a narrow elongated cell touching along y, their centre heatmap, and a separate blob."""
+    shape = (8, 60, 120)
+    a = ellipsoid(shape, (4, 22, 60), (3, 9, 40))
+    b = ellipsoid(shape, (4, 36, 60), (3, 5, 30))
+    other = ellipsoid(shape, (4, 52, 20), (2, 5, 12))  # separate, no centre predicted
+    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    centers = np.zeros(shape)
+    for cy, sy, sx, amp in ((22, 24, 400, 1.0), (36, 8, 200, 0.6)):
+        g = amp * np.exp(-((zz - 4.0) ** 2 / 4 + (yy - cy) ** 2 / sy + (xx - 60.0) ** 2 / sx))
+        centers = np.maximum(centers, g)
+    return a, b, other, centers.astype(np.float32)
+
+
+def test_centers_watershed_splits_touching_cells_and_keeps_markerless_component() -> None:
+    a, b, other, centers = _two_elongated_cells()
+    assert ndi.label(a | b)[1] == 1
+    lab = centers_watershed(as_prob(a | b | other), centers, min_size=50)
+    assert_consecutive_uint16(lab, 3)
+    la, lb, lo = (np.bincount(lab[m]).argmax() for m in (a, b, other))
+    assert len({la, lb, lo}) == 3 and 0 not in (la, lb, lo)
+    assert (lab[a] == la).mean() > 0.95 and (lab[b] == lb).mean() > 0.95
+    assert np.array_equal(lab == lo, other)
+
+
+def test_centers_closer_than_min_distance_give_one_seed() -> None:
+    a, b, _, _ = _two_elongated_cells()
+    centers = np.zeros(a.shape, np.float32)
+    centers[4, 30, 55] = centers[4, 30, 62] = 0.8  # equal peaks 7 px apart (< 10)
+    lab = centers_watershed(as_prob(a | b), centers, min_size=50)
+    assert_consecutive_uint16(lab, 1)
+    lab = centers_watershed(as_prob(a | b), centers, center_min_distance=5, min_size=50)
+    assert_consecutive_uint16(lab, 2)
+
+
+@pytest.mark.parametrize(("length", "n_expected"), [(3, 1), (4, 2)])
+def test_seeds_exactly_min_distance_apart(length: int, n_expected: int) -> None:
+    prob = np.zeros((3, 5, 8), np.float32)
+    prob[1, 2, :length] = 1.0  # a line of voxels
+    centers = np.zeros_like(prob)
+    centers[1, 2, 0] = 0.9
+    centers[1, 2, length - 1] = 0.8  # length - 1 px apart; min distance 2
+    lab = centers_watershed(prob, centers, center_min_distance=2, z_scale=1.0, min_size=0)
+    assert_consecutive_uint16(lab, n_expected)
+
+
+def test_centers_watershed_min_size_and_shape_check() -> None:
+    a, b, other, centers = _two_elongated_cells()
+    lab = centers_watershed(as_prob(a | b | other), centers, min_size=int(other.sum()) + 1)
+    assert_consecutive_uint16(lab, 2)
+    assert not lab[other].any()
+    with pytest.raises(ValueError, match=r"centers \(shape \(8, 60, 119\)\) must have the same shape"):
+        centers_watershed(as_prob(a), centers[..., 1:])
+
+
+def test_find_seeds_anisotropy_borders_and_plateaus() -> None:
+    h = np.zeros((12, 30, 30), np.float32)
+    mask = np.ones(h.shape, bool)
+    h[0, 5, 5] = 1.0  # on the first slice
+    h[3, 5, 5] = 0.9  # 3 slices below: 14.4 um apart with z_scale 4.8 -> separate seed
+    h[11, 20, 20:24] = 0.7  # plateau on the last slice -> one seed
+    seeds, k = find_seeds(h, mask, min_distance=10, z_scale=4.8, threshold=0.3)
+    assert k == 3
+    assert seeds[0, 5, 5] != seeds[3, 5, 5] and len(set(seeds[11, 20, 20:24])) == 1
+    seeds, k = find_seeds(h, mask, min_distance=10, z_scale=1.0, threshold=0.3)
+    assert k == 2 and seeds[3, 5, 5] == 0  # isotropic: within 10 of the higher one
+    assert find_seeds(h, mask, min_distance=10, z_scale=4.8, threshold=0.95)[1] == 1
+    assert find_seeds(h, np.zeros_like(mask), min_distance=10, z_scale=4.8, threshold=0.0)[1] == 0
+    tie = np.zeros((1, 5, 30), np.float32)
+    tie[0, 2, 3] = tie[0, 2, 13] = 1.0  # equally high, exactly min_distance apart: both are seeds
+    assert find_seeds(tie, tie >= 0, min_distance=10, z_scale=1.0, threshold=0.5)[1] == 2
+    tie[0, 2, 13], tie[0, 2, 12] = 0.0, 1.0  # 9 apart: the first one only
+    seeds, k = find_seeds(tie, tie >= 0, min_distance=10, z_scale=1.0, threshold=0.5)
+    assert k == 1 and seeds[0, 2, 3] == 1
+
+
+# ---------------------------------------------------------------------------------------------- largest
+def test_largest_component_picks_biggest_and_fills_hole() -> None:
+    shape = (10, 50, 50)
+    big = ellipsoid(shape, (5, 20, 20), (4, 12, 12))
+    hole = ellipsoid(shape, (5, 20, 20), (2, 3, 3))
+    small = ellipsoid(shape, (5, 42, 42), (3, 4, 4))
+    lab = largest_component(as_prob((big & ~hole) | small))
+    assert lab.dtype == np.uint16
+    assert np.array_equal(lab, big.astype(np.uint16))
+    no_fill = largest_component(as_prob((big & ~hole) | small), fill_holes=False)
+    assert np.array_equal(no_fill, (big & ~hole).astype(np.uint16))
+    assert not largest_component(as_prob(big), min_size=int(big.sum()) + 1).any()
+
+
+def test_hole_opened_by_first_slice_is_filled_per_slice() -> None:
+    m = np.zeros((3, 20, 20), bool)
+    m[:2, 4:16, 4:16] = True
+    m[0, 8:12, 8:12] = False  # a hole in slice 0, open towards z < 0
+    lab = fill_holes_per_label(m.astype(np.int32))
+    assert lab[0, 8:12, 8:12].all()
+    lab3d = fill_holes_per_label(m.astype(np.int32), per_slice=False)
+    assert not lab3d[0, 8:12, 8:12].any()
+
+
+def test_fill_holes_keeps_other_labels() -> None:
+    lab = np.zeros((1, 12, 12), np.int32)
+    lab[0, 2:10, 2:10] = 1
+    lab[0, 4:8, 4:8] = 0
+    lab[0, 5:7, 5:7] = 2  # another object inside the hole
+    out = fill_holes_per_label(lab)
+    assert (out[0, 4:8, 4:8][lab[0, 4:8, 4:8] == 0] == 1).all()
+    assert (out[0, 5:7, 5:7] == 2).all()
+    assert lab[0, 4, 4] == 0  # the input is not modified
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def test_remove_small_objects() -> None:
+    lab = np.zeros((2, 10, 10), np.int32)
+    lab[0, :3, :3] = 4  # 9 voxels
+    lab[1, 5:, 5:] = 7  # 25 voxels
+    lab[0, 9, 9] = 2  # 1 voxel
+    out = remove_small_objects(lab, 10)
+    assert set(np.unique(out)) == {0, 7}
+    assert set(np.unique(remove_small_objects(lab, 9))) == {0, 4, 7}
+    assert set(np.unique(lab)) == {0, 2, 4, 7}
+
+
+def test_to_uint16_labels_renumbers_in_order() -> None:
+    lab = np.array([[[0, 5, 5, 9], [1000, 0, 9, 5]]], np.int64)
+    out = to_uint16_labels(lab)
+    assert out.dtype == np.uint16
+    assert np.array_equal(out, [[[0, 1, 1, 2], [3, 0, 2, 1]]])
+    huge = lab * (1 << 40)  # sparse huge values take the sort path
+    assert np.array_equal(to_uint16_labels(huge), out)
+    assert np.array_equal(to_uint16_labels(np.array([[[True, False]]])), [[[1, 0]]])
+    assert not to_uint16_labels(np.zeros((2, 3, 3), np.int32)).any()
+
+
+def test_more_than_65535_objects_raise() -> None:
+    lab = np.arange(70000, dtype=np.int32).reshape(1, 70, 1000)  # 69999 objects
+    msg = "69999 objects found, but CTC masks are uint16 and hold at most 65535;"
+    with pytest.raises(CTCInputError, match=msg):
+        to_uint16_labels(lab)
+    with pytest.raises(CTCInputError, match="69999 objects"):
+        to_uint16_labels(lab.astype(np.int64) * (1 << 40))
+    ok = to_uint16_labels(np.arange(65536, dtype=np.int32).reshape(1, 256, 256))
+    assert ok.max() == 65535
+    with pytest.raises(CTCInputError, match="must be an integer array"):
+        to_uint16_labels(np.zeros((2, 2), np.float32))
+    with pytest.raises(CTCInputError, match=">= 0"):
+        to_uint16_labels(np.array([[-1, 2]]))
+
+
+def test_capped_edt_chunks_are_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    m = ndi.binary_opening(rng.random((5, 70, 90)) < 0.8, iterations=1)
+    m[:, 10:60, 20:80] = True  # a big block where the cap matters
+    full = np.minimum(ndi.distance_transform_edt(m, sampling=(2.0, 1, 1)), 6.0)
+    monkeypatch.setattr(pp, "_MAX_EDT_VOXELS", 100)
+    monkeypatch.setattr(pp, "_EDT_CHUNK", 16)
+    chunked = capped_edt(m, 2.0, cap=6.0)
+    assert chunked.dtype == np.float32 and (chunked == 6.0).sum() > 1000
+    np.testing.assert_allclose(chunked, full, rtol=1e-6)
+    assert (capped_edt(np.ones((3, 40, 40), bool), 1.0, cap=6.0) == 6.0).all()
+
+
+# ---------------------------------------------------------------------------------------------- dispatch
+def test_postprocess_dispatch_and_parameter_checks() -> None:
+    prob = as_prob(ellipsoid((8, 30, 30), (4, 15, 15), (3, 8, 8)))
+    lab = postprocess("distance_watershed", prob, {"min_size": 5})
+    assert_consecutive_uint16(lab, 1)
+    with pytest.raises(ValueError, match=r"unknown distance_watershed parameter\(s\) \['bogus', 'thr'\]; "
+                                         r"allowed: \['prob_threshold', 'min_distance'"):
+        postprocess("distance_watershed", prob, {"thr": 0.5, "bogus": 1, "min_size": 3})
+    with pytest.raises(ValueError, match="unknown post-processing kind 'watershed'; known kinds: centers_"):
+        postprocess("watershed", prob, {})
+    with pytest.raises(ValueError, match="needs the cell-centre heatmap"):
+        postprocess("centers_watershed", prob, {})
+    with pytest.raises(ValueError, match="does not use a cell-centre heatmap"):
+        postprocess("largest_component", prob, {}, centers=prob)
+    with pytest.raises(ValueError, match=r"min_distance=0 \(must be >= 1\)"):
+        postprocess("distance_watershed", prob, {"min_distance": 0})
+    with pytest.raises(ValueError, match=r"\(Z, Y, X\) array, got shape \(30, 30\)"):
+        postprocess("largest_component", prob[0], {})
+
+
+@pytest.mark.parametrize("key", sorted(DATASETS))
+def test_dataset_defaults_are_accepted(key: str) -> None:
+    cfg = DATASETS[key]
+    assert set(cfg.postprocess_defaults) <= set(parameter_names(cfg.postprocess))
+    a, b, other, centers = _two_elongated_cells()
+    prob = as_prob(a | b | other)
+    kw = {"centers": centers} if cfg.postprocess == "centers_watershed" else {}
+    lab = postprocess(cfg.postprocess, prob, cfg.postprocess_defaults, **kw)
+    assert lab.dtype == np.uint16 and lab.shape == prob.shape and lab.any()
