@@ -25,6 +25,8 @@ def setup_logging(verbosity: int = 0) -> None:
         handler._ecs = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.propagate = False
+    # tifffile logs its own parse warnings for corrupt files; our CTCInputError already names the file.
+    logging.getLogger("tifffile").setLevel(logging.ERROR)
 
 
 def progress(iterable=None, *, total: int | None = None, desc: str = "", unit: str = "it", **kw) -> tqdm:

@@ -284,7 +284,7 @@ def _tric_surface(sim: _Sim, y: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def _tric_nucleus(rng: np.random.Generator) -> list[Part]:
-    r = rng.uniform(4.4, 6.4)
+    r = rng.uniform(6.0, 8.5)
     el = rng.uniform(1.0, 1.3)
     return [Part(np.zeros(3), np.array([rng.uniform(1.1, 1.7), r / math.sqrt(el), r * math.sqrt(el)]),
                  rng.uniform(0, np.pi), *_waves(rng, 3, (1.5, 3.5), rng.uniform(0.05, 0.12)))]
@@ -294,12 +294,12 @@ def _tric_init(sim: _Sim) -> None:
     rng, (nz, ny, nx) = sim.rng, sim.shape
     sim.extra["dome"] = (ny * rng.uniform(0.45, 0.55), nx * rng.uniform(0.45, 0.55), rng.uniform(-1.5, 1.5))
     sim.extra["flow"] = rng.normal(0, 1, size=(2, 4, 4))
-    spacing = 12.0
+    spacing = 16.0
     gy, gx = np.meshgrid(np.arange(8, ny - 8, spacing * math.sqrt(3) / 2), np.arange(8, nx - 8, spacing),
                          indexing="ij")
     gx = gx + (np.arange(gy.shape[0])[:, None] % 2) * spacing / 2
-    y = gy.ravel() + rng.normal(0, 1.2, gy.size)
-    x = gx.ravel() + rng.normal(0, 1.2, gx.size)
+    y = gy.ravel() + rng.normal(0, 1.6, gy.size)
+    x = gx.ravel() + rng.normal(0, 1.6, gx.size)
     # embryo outline (ellipse with a wavy border) and patchy density inside it
     cy, cx = ny * 0.5, nx * 0.5
     ang = np.arctan2(y - cy, x - cx)

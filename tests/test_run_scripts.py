@@ -1,0 +1,132 @@
+"""End to end: the real run_<DATASET>.sh scripts on small generated CTC sequences.
+
+The networks are freshly initialised (untrained) model folders, pointed to with ``EFFICIENTCELLSEG_MODELS``:
+these tests check that a complete, valid ``01_RES`` is written and that every bad input fails with one clear
+line and a non-zero exit code, not the quality of the masks (see test_quality.py for that).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from efficientcellseg.datasets import get_dataset
+from efficientcellseg.synth import generate
+from efficientcellseg.weights import create_untrained_model_folder
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = {"TRIC": True, "MDA231": False, "A549-SIM": False}
+
+
+@pytest.fixture(scope="module")
+def untrained_models(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    for key in ("MDA231", "TRIC", "A549-SIM"):
+        for task, name in get_dataset(key).models.items():
+            create_untrained_model_folder(root / name, key, task=task, seed=1)
+    return root
+
+
+def _run(script: str, *args: str, models: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, EFFICIENTCELLSEG_MODELS=str(models))
+    return subprocess.run([str(REPO / script), *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("key", ["A549-SIM", "TRIC", "MDA231"])
+def test_run_script_writes_complete_valid_results(tmp_path, untrained_models, key) -> None:
+    ds = generate(profile=key, out_root=tmp_path, seq="01", frames=2, seed=11, small=SMALL[key])
+    before = _digest(ds)
+    res = _run(f"run_{key}.sh", "01", str(tmp_path), models=untrained_models)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = ds / "01_RES"
+    frames = sorted(p.name for p in (ds / "01").glob("t*.tif"))
+    masks = sorted(p.name for p in out.iterdir())
+    assert masks == [f.replace("t", "mask", 1) for f in frames]  # one mask per frame, same digits, nothing else
+    for f in frames:
+        raw = tifffile.imread(ds / "01" / f)
+        m = tifffile.imread(out / f.replace("t", "mask", 1))
+        assert m.dtype == np.uint16 and m.shape == raw.shape
+        ids = np.unique(m)
+        lab = ids[ids > 0]  # an untrained network may leave no background; labels must still be 1..n
+        assert np.array_equal(lab, np.arange(1, len(lab) + 1))
+    shutil.rmtree(out)
+    assert _digest(ds) == before  # ... and nothing else (input, GT, ST) changed
+
+
+def _tric_tree(tmp_path: Path) -> Path:
+    return generate(profile="TRIC", out_root=tmp_path, seq="01", frames=1, seed=12, small=True)
+
+
+def _assert_one_line_error(res: subprocess.CompletedProcess, *needles: str) -> None:
+    assert res.returncode != 0
+    # INFO log lines and progress bars may come before the failure; everything else must be the one error line
+    noise = re.compile(r"^\d\d:\d\d:\d\d INFO |\d+/\d+ \[")
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip() and not noise.search(ln)]
+    assert len(lines) == 1, res.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_missing_sequence_folder(tmp_path, untrained_models) -> None:
+    res = _run("run_TRIC.sh", "02", str(tmp_path), models=untrained_models)
+    _assert_one_line_error(res, "Fluo-N3DL-TRIC/02", "does not exist")
+
+
+def test_usage_without_arguments(untrained_models) -> None:
+    res = _run("run_A549-SIM.sh", models=untrained_models)
+    _assert_one_line_error(res, "usage: run_A549-SIM.sh SEQ [ROOT]")
+
+
+def test_folder_without_frames(tmp_path, untrained_models) -> None:
+    (tmp_path / "Fluo-N3DL-TRIC" / "01").mkdir(parents=True)
+    res = _run("run_TRIC.sh", "01", str(tmp_path), models=untrained_models)
+    _assert_one_line_error(res, "no frames named tTTT.tif")
+
+
+def test_corrupt_tiff(tmp_path, untrained_models) -> None:
+    ds = _tric_tree(tmp_path)
+    (ds / "01" / "t000.tif").write_bytes(b"II*\x00 definitely not a tiff")
+    res = _run("run_TRIC.sh", "01", str(tmp_path), models=untrained_models)
+    _assert_one_line_error(res, "t000.tif", "cannot read TIFF")
+    assert not list((ds / "01_RES").glob("*.part"))
+
+
+def test_wrongly_oriented_tiff(tmp_path, untrained_models) -> None:
+    ds = _tric_tree(tmp_path)
+    raw = tifffile.imread(ds / "01" / "t000.tif")
+    tifffile.imwrite(ds / "01" / "t000.tif", np.ascontiguousarray(np.moveaxis(raw, 0, -1)))
+    res = _run("run_TRIC.sh", "01", str(tmp_path), models=untrained_models)
+    _assert_one_line_error(res, "t000.tif", "does not look like (Z, Y, X)")
+
+
+def test_missing_model_folder(tmp_path) -> None:
+    _tric_tree(tmp_path)
+    res = _run("run_TRIC.sh", "01", str(tmp_path), models=tmp_path / "no-models")
+    _assert_one_line_error(res, "TRIC-seg", "not a model folder")
+
+
+def test_corrupt_model_weights(tmp_path, untrained_models) -> None:
+    _tric_tree(tmp_path)
+    models = tmp_path / "models"
+    shutil.copytree(untrained_models / "TRIC-seg", models / "TRIC-seg")
+    with open(models / "TRIC-seg" / "weights.safetensors", "r+b") as f:
+        f.seek(-2, 2)
+        f.write(b"\xff\xff")
+    res = _run("run_TRIC.sh", "01", str(tmp_path), models=models)
+    _assert_one_line_error(res, "weights.safetensors", "sha256 mismatch")

@@ -1,0 +1,154 @@
+"""Training: targets, loss, model folder, resume, determinism and the trained folder through ``predict``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from efficientcellseg.augment import AugmentConfig
+from efficientcellseg.datasets import get_dataset
+from efficientcellseg.losses import dice_loss, soft_focal_loss
+from efficientcellseg.train import (
+    CHECKPOINT,
+    TrainConfig,
+    _batch,
+    _combine_gold_st,
+    _loss,
+    centre_heatmaps,
+    discover,
+    frame_samples,
+    train,
+)
+from efficientcellseg.weights import HASHED, load_model_folder
+
+SEED = 11  # synth seed used only by this test module
+
+
+@pytest.fixture(scope="module")
+def tric(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from efficientcellseg.synth import generate
+
+    return Path(generate(profile="TRIC", out_root=tmp_path_factory.mktemp("synth"), seq="01", frames=3,
+                         seed=SEED, small=True))
+
+
+def _cfg(data: Path, out: Path, **kw) -> TrainConfig:
+    base = TrainConfig(dataset="TRIC", data=data, out=out, seqs=("01",), epochs=1, steps_per_epoch=2, batch_size=2,
+                       crop=64, use_st=True, seed=3, threads=1, max_val_samples=3,
+                       augment=AugmentConfig(scale_range=(0.9, 1.1)))
+    return replace(base, **kw)
+
+
+def test_centre_heatmap_peak_and_anisotropy() -> None:
+    heat = centre_heatmaps(np.array([[2.0, 10.0, 12.0]]), n_z=5, shape=(24, 24), sigma_xy=3.0, sigma_z=1.0)
+    assert heat.shape == (5, 24, 24)
+    assert heat[2, 10, 12] == pytest.approx(1.0)
+    assert np.unravel_index(np.argmax(heat), heat.shape) == (2, 10, 12)
+    assert heat[3, 10, 12] == pytest.approx(np.exp(-0.5), rel=1e-5)  # one slice = one sigma in z
+    assert heat[2, 10, 15] == pytest.approx(np.exp(-0.5), rel=1e-5)  # three pixels = one sigma in xy
+
+
+def test_gold_slice_completed_by_st() -> None:
+    gold = np.zeros((6, 6), np.uint16)
+    gold[1:3, 1:3] = 5  # gold object, smaller than its ST counterpart
+    st = np.zeros((6, 6), np.uint16)
+    st[0:4, 0:4] = 1  # overlaps the gold object: gold boundary wins
+    st[5, 5] = 2  # not annotated in gold: stays foreground
+    fg = _combine_gold_st(gold, st)
+    expected = np.zeros((6, 6), np.float32)
+    expected[1:3, 1:3] = 1
+    expected[5, 5] = 1
+    np.testing.assert_array_equal(fg, expected)
+
+
+def test_losses_reward_the_right_answer() -> None:
+    y = torch.zeros(1, 1, 8, 8)
+    y[..., 2:5, 2:5] = 1
+    good, bad = (y * 20 - 10), -(y * 20 - 10)
+    assert dice_loss(good, y) < 0.05 < 0.9 < dice_loss(bad, y)
+    assert soft_focal_loss(good, y) < soft_focal_loss(bad, y)
+    m = torch.zeros_like(y)  # nothing known: a wrong prediction costs nothing
+    assert float(soft_focal_loss(bad, y, m)) == 0.0
+
+
+def test_sparse_slice_gt_masks_unknown_pixels(tric: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tric, tmp_path, use_st=False)
+    ref = discover(cfg)[0]
+    samples = frame_samples(ref, cfg, get_dataset("TRIC"))
+    assert samples and all(s.source == "gold-sparse" and s.mask is not None for s in samples)
+    m = samples[0].mask
+    assert 0 < float(m.float().mean()) < 1  # only objects and a ring around them are known
+
+
+def test_loss_falls_on_fixed_batch(tric: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tric, tmp_path, augment=AugmentConfig(enabled=False))
+    samples = frame_samples(discover(cfg)[0], cfg, get_dataset("TRIC"))
+    x, y, m = _batch(samples, np.arange(4) % len(samples), 64, np.random.default_rng(0), cfg)
+    assert float(y.sum()) > 0
+    from efficientcellseg.model import EfficientCellSeg
+
+    torch.manual_seed(0)
+    net = EfficientCellSeg().train()
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(20):
+        loss = _loss(net(x), y, m, cfg)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
+
+
+def test_train_folder_resume_determinism_and_predict(tric: Path, tmp_path: Path) -> None:
+    a = train(_cfg(tric, tmp_path / "a"))
+    for name in (*HASHED, "SHA256SUMS", "MODEL_CARD.md", CHECKPOINT):
+        assert (a / name).is_file(), name
+    lm = load_model_folder(a)
+    cfg_json = lm.config
+    assert cfg_json["trained"] is True and cfg_json["dataset"] == "TRIC" and cfg_json["task"] == "seg"
+    assert cfg_json["input_size"] == 384 and cfg_json["pseudocolor"] is True
+    rec = cfg_json["training"]
+    assert rec["epochs"] == 1 and rec["steps"] == 2 and rec["crop"] == 64 and rec["torch_threads"] == 1
+    assert 0.3 <= lm.thresholds["prob_threshold"] <= 0.7
+    assert "SYNTHETIC" in (a / "MODEL_CARD.md").read_text()
+
+    # same seed, same data -> bit-identical weights
+    b = train(_cfg(tric, tmp_path / "b"))
+    ca = torch.load(a / CHECKPOINT, weights_only=True)["model"]
+    cb = torch.load(b / CHECKPOINT, weights_only=True)["model"]
+    assert all(torch.equal(ca[k], cb[k]) for k in ca)
+    c = train(_cfg(tric, tmp_path / "c", seed=4))
+    cc = torch.load(c / CHECKPOINT, weights_only=True)["model"]
+    assert not all(torch.equal(ca[k], cc[k]) for k in ca)
+
+    # resume continues from the saved epoch
+    train(_cfg(tric, tmp_path / "a", epochs=2, resume=True))
+    ck = torch.load(a / CHECKPOINT, weights_only=True)
+    assert ck["epoch"] == 2
+    rec2 = json.loads((a / "config.json").read_text())["training"]
+    assert rec2["epochs"] == 2 and rec2["steps"] == 4 and [h["epoch"] for h in rec2["history"]] == [1, 2]
+
+    # the trained folder runs through the command line's predict
+    from efficientcellseg.cli import main
+
+    res = tmp_path / "01_RES"
+    rc = main(["predict", "--dataset", "TRIC", "--input", str(tric / "01"), "--output", str(res), "--model", str(a),
+               "--backend", "torch", "--threads", "1", "-q"])
+    assert rc == 0
+    frames = sorted((tric / "01").glob("t*.tif"))
+    masks = sorted(res.glob("mask*.tif"))
+    assert [m.name[4:] for m in masks] == [f.name[1:] for f in frames]
+    m0 = tifffile.imread(masks[0])
+    assert m0.dtype == np.uint16 and m0.shape == tifffile.imread(frames[0]).shape
+
+
+def test_missing_encoder_weights_file_fails_clearly(tric: Path, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="encoder weights file not found"):
+        train(_cfg(tric, tmp_path, encoder_weights=str(tmp_path / "nope.safetensors")))
