@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Retrain the four shipped models (models/*) on SYNTHETIC data from efficientcellseg.synth, on CPU.
+# Usage: scripts/train_shipped_models.sh [MINUTES_SCALE]   (default 1.0: 40/30/40/30 minutes for MDA231-seg,
+# MDA231-centers, TRIC-seg, A549-SIM-seg; two trainings at a time, 1 thread each, about 70 min wall on 2 cores)
+# Data seeds 101-106 are reserved for training; tests, demo and evaluation use other seeds.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+py="$root/.venv/bin/python"
+scale="${1:-1.0}"
+mins() { awk -v m="$1" -v s="$scale" 'BEGIN { printf "%.1f", m * s }'; }
+data="$root/runs/train_data"
+work="$root/runs/shipped"
+mkdir -p "$data" "$work"
+
+gen() {  # profile seq seed frames [--small]
+  "$py" -m efficientcellseg synth --profile "$1" --out "$data" --seq "$2" --seed "$3" --frames "$4" ${5:-} -q
+}
+gen MDA231 01 101 12; gen MDA231 02 102 12
+gen TRIC 01 103 8 --small; gen TRIC 02 104 8 --small
+gen A549-SIM 01 105 15; gen A549-SIM 02 106 15
+
+fit() {  # name dataset-folder minutes [train flags...]
+  local name="$1" ds="$2" m; m="$(mins "$3")"; shift 3
+  "$py" -m efficientcellseg train --data "$data/$ds" --out "$work/$name" --threads 1 --seed 0 --use-st \
+    --epochs 1000 --patience 12 --time-limit "$m" "$@" >"$work/$name.log" 2>&1
+  mkdir -p "$root/models/$name"
+  for f in config.json thresholds.json weights.safetensors SHA256SUMS MODEL_CARD.md; do
+    cp "$work/$name/$f" "$root/models/$name/$f"
+  done
+}
+( fit MDA231-seg Fluo-C3DL-MDA231 40 --dataset MDA231 --task seg --crop 160 --batch-size 4 --steps-per-epoch 150
+  fit MDA231-centers Fluo-C3DL-MDA231 30 --dataset MDA231 --task centers --crop 160 --batch-size 4 \
+    --steps-per-epoch 150 ) &
+( fit TRIC-seg Fluo-N3DL-TRIC 40 --dataset TRIC --task seg --crop 128 --batch-size 4 --steps-per-epoch 150
+  fit A549-SIM-seg Fluo-C3DH-A549-SIM 30 --dataset A549-SIM --task seg --crop 192 --batch-size 4 \
+    --steps-per-epoch 150 ) &
+wait
+"$py" -m efficientcellseg verify-models "$root"/models/*/
