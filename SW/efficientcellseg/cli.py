@@ -1,4 +1,4 @@
-"""Command line: ``python -m efficientcellseg {predict,train,synth,preview,verify-models,export-onnx}``.
+"""Command line: ``python -m efficientcellseg {predict,train,tune,synth,preview,verify-models,export-onnx}``.
 
 One parser, one sub-command per job, ``help=`` on every flag. The heavy modules are imported inside the
 handlers so that ``--help`` and ``synth`` start quickly. ``main(argv)`` returns an exit code and is what
@@ -100,6 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=2, help="number of frames to draw (first, ..., last)")
     _add_common(p)
 
+    p = sub.add_parser("tune", help="tune post-processing parameters for SEG on labelled frames (not test data)")
+    p.add_argument("--dataset", required=True, choices=DATASET_CHOICES, help="dataset configuration")
+    p.add_argument("--input", required=True, type=Path, help="sequence folder with tTTT.tif frames, e.g. DATA/02")
+    p.add_argument("--gt", type=Path, default=None, help="GT SEG folder (default: <input>_GT/SEG)")
+    p.add_argument("--model", type=Path, default=None, help="segmentation model folder (default: shipped)")
+    p.add_argument("--centers-model", type=Path, default=None, help="cell-centre model folder (MDA231)")
+    p.add_argument("--max-frames", type=int, default=None, help="use at most this many GT frames")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the network runs")
+    p.add_argument("--write", action="store_true",
+                   help="store the best parameters in the model folder(s) thresholds.json (sha256 updated)")
+    _add_common(p)
+
     p = sub.add_parser("verify-models", help="check sha256 and config of model folders")
     p.add_argument("folders", nargs="*", type=Path, help="model folders (default: all under models/)")
     _add_common(p)
@@ -171,7 +183,25 @@ def _cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS = {"predict": _cmd_predict, "train": _cmd_train, "synth": _cmd_synth, "preview": _cmd_preview,
+def _cmd_tune(a: argparse.Namespace) -> int:
+    from efficientcellseg.tune import tune_postprocess, write_tuned
+
+    r = tune_postprocess(a.dataset, a.input, gt_dir=a.gt, model_dir=a.model, centers_model_dir=a.centers_model,
+                         max_frames=a.max_frames, device=a.device)
+    names = sorted({k for p, _ in r.trials for k in p if any(p[k] != q[k] for q, _ in r.trials)})
+    for params, s in sorted(r.trials, key=lambda x: -x[1])[:10]:
+        log.info("SEG %.4f  %s", s, "  ".join(f"{k}={params[k]}" for k in names))
+    log.info("current parameters: SEG %.4f; best: SEG %.4f with %s (%d reference objects, frames %s)",
+             r.current_seg, r.best_seg, {k: r.best[k] for k in names}, r.n_objects, r.frames)
+    if a.write:
+        note = (f"Tuned with `efficientcellseg tune` on {a.input} (frames {r.frames}, {r.n_objects} reference "
+                f"objects): SEG {r.current_seg:.4f} -> {r.best_seg:.4f} on these tuning frames.")
+        for folder in write_tuned(r, a.dataset, a.model, a.centers_model, note):
+            log.info("updated %s", folder)
+    return 0
+
+
+HANDLERS = {"predict": _cmd_predict, "tune": _cmd_tune, "train": _cmd_train, "synth": _cmd_synth, "preview": _cmd_preview,
             "verify-models": _cmd_verify,
             "export-onnx": _cmd_export}
 

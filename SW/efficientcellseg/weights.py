@@ -154,6 +154,26 @@ def save_model_folder(
     return folder
 
 
+def update_thresholds(folder: str | os.PathLike, new: dict[str, Any], note: str = "") -> Path:
+    """Merge ``new`` into a verified model folder's ``thresholds.json``, refresh ``SHA256SUMS`` and add a line
+    to the model card. Every file is replaced atomically."""
+    folder = Path(folder)
+    verify_model_folder(folder)
+    thresholds = json.loads((folder / THRESHOLDS).read_text())
+    thresholds.update(new)
+    _write_atomic(folder / THRESHOLDS, (json.dumps(thresholds, indent=2, sort_keys=True) + "\n").encode())
+    sums = "".join(f"{sha256_file(folder / n)}  {n}\n" for n in HASHED)
+    _write_atomic(folder / SUMS, sums.encode())
+    card = folder / CARD
+    if card.is_file():
+        text = card.read_text().rstrip("\n") + "\n\n## Post-processing parameters (tuned)\n\n"
+        text += "".join(f"- `{k}`: {v}\n" for k, v in sorted(new.items()))
+        if note:
+            text += f"\n{note}\n"
+        _write_atomic(card, text.encode())
+    return folder
+
+
 def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
     """Verify a model folder, rebuild the network from its config and load the weights (no pickle)."""
     from safetensors.torch import load_file
