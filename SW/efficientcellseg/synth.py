@@ -291,7 +291,7 @@ def _tric_nucleus(rng: np.random.Generator) -> list[Part]:
 
 
 def _tric_init(sim: _Sim) -> None:
-    rng, (nz, ny, nx) = sim.rng, sim.shape
+    rng, (_, ny, nx) = sim.rng, sim.shape
     sim.extra["dome"] = (ny * rng.uniform(0.45, 0.55), nx * rng.uniform(0.45, 0.55), rng.uniform(-1.5, 1.5))
     sim.extra["flow"] = rng.normal(0, 1, size=(2, 4, 4))
     spacing = 16.0
@@ -315,7 +315,7 @@ def _tric_init(sim: _Sim) -> None:
 
 
 def _tric_step(sim: _Sim) -> None:
-    rng, (nz, ny, nx) = sim.rng, sim.shape
+    rng, (_, ny, nx) = sim.rng, sim.shape
     flow = sim.extra["flow"]
     out = []
     for cell in sim.cells:
