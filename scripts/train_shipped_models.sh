@@ -2,7 +2,9 @@
 # Retrain the four shipped models (models/*) on SYNTHETIC data from efficientcellseg.synth, on CPU.
 # Usage: scripts/train_shipped_models.sh [MINUTES_SCALE]   (default 1.0: 40/30/40/30 minutes for MDA231-seg,
 # MDA231-centers, TRIC-seg, A549-SIM-seg; two trainings at a time, 1 thread each, about 70 min wall on 2 cores)
-# Data seeds 101-106 are reserved for training; tests, demo and evaluation use other seeds.
+# Data seeds 101-106 are reserved for training, 150-152 for tuning; tests, demo and evaluation use other seeds.
+# The shipped models of this session were trained in two parts (the first run, then --resume of TRIC-seg,
+# MDA231-seg and MDA231-centers for more minutes); see each MODEL_CARD.md for epochs, steps and wall time.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 py="$root/.venv/bin/python"
@@ -35,4 +37,12 @@ fit() {  # name dataset-folder minutes [train flags...]
   fit A549-SIM-seg Fluo-C3DH-A549-SIM 30 --dataset A549-SIM --task seg --crop 192 --batch-size 4 \
     --steps-per-epoch 150 ) &
 wait
+# post-processing tuned for SEG on separate sequences (seeds 150-152), stored in the model folders
+tune_data="$root/runs/tune"
+"$py" -m efficientcellseg synth --profile TRIC --out "$tune_data" --seed 150 --frames 2 --small -q
+"$py" -m efficientcellseg synth --profile MDA231 --out "$tune_data" --seed 151 --frames 4 -q
+"$py" -m efficientcellseg synth --profile A549-SIM --out "$tune_data" --seed 152 --frames 3 -q
+"$py" -m efficientcellseg tune --dataset TRIC --input "$tune_data/Fluo-N3DL-TRIC/01" --write
+"$py" -m efficientcellseg tune --dataset MDA231 --input "$tune_data/Fluo-C3DL-MDA231/01" --write
+"$py" -m efficientcellseg tune --dataset A549-SIM --input "$tune_data/Fluo-C3DH-A549-SIM/01" --write
 "$py" -m efficientcellseg verify-models "$root"/models/*/
