@@ -201,9 +201,8 @@ def _cmd_tune(a: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS = {"predict": _cmd_predict, "tune": _cmd_tune, "train": _cmd_train, "synth": _cmd_synth, "preview": _cmd_preview,
-            "verify-models": _cmd_verify,
-            "export-onnx": _cmd_export}
+HANDLERS = {"predict": _cmd_predict, "tune": _cmd_tune, "train": _cmd_train, "synth": _cmd_synth,
+            "preview": _cmd_preview, "verify-models": _cmd_verify, "export-onnx": _cmd_export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

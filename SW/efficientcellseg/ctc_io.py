@@ -149,6 +149,11 @@ def write_tiff_atomic(path: str | os.PathLike, array: np.ndarray, **kwargs) -> N
     _atomic_write(Path(path), lambda tmp: tifffile.imwrite(tmp, array, **kwargs))
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a small text file (e.g. ``man_track.txt``) through a temporary file, then rename it."""
+    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
+
+
 def write_mask(path: str | os.PathLike, labels: np.ndarray) -> None:
     """Write a CTC result mask: uint16, labels 0..65535, written atomically (temp file + rename)."""
     if labels.dtype != np.uint16:

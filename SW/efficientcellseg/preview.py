@@ -46,8 +46,6 @@ def write_preview(path: Path, raw: np.ndarray, labels: np.ndarray, n: int = 3) -
     """Write a PNG with ``n`` slices side by side (raw + outlines); max 1024 px per slice edge."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tiles = [overlay_slice(raw[z], labels[z]) for z in pick_slices(labels, n)]
     h = max(t.shape[0] for t in tiles)
     tiles = [np.pad(t, ((0, h - t.shape[0]), (0, 4), (0, 0))) for t in tiles]
@@ -55,6 +53,13 @@ def write_preview(path: Path, raw: np.ndarray, labels: np.ndarray, n: int = 3) -
     scale = min(1.0, 1024 * len(tiles) / img.width)
     if scale < 1.0:
         img = img.resize((int(img.width * scale), int(img.height * scale)))
+    return save_png_atomic(path, img)
+
+
+def save_png_atomic(path: Path, img) -> Path:
+    """Save a PIL image as PNG through a temporary file in the same folder, then rename it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".part.png")
     img.save(tmp)
     os.replace(tmp, path)

@@ -35,12 +35,12 @@ import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from efficientcellseg.ctc_io import write_tiff_atomic
+from efficientcellseg.ctc_io import write_text_atomic, write_tiff_atomic
 from efficientcellseg.datasets import get_dataset
 from efficientcellseg.log import progress
 
@@ -203,6 +203,19 @@ class _Sim:
                 self.tracks[cell.id] = [self.t, self.t, self.pending_parent.get(cell.id, 0)]
             keep.append(cell)
         self.cells = keep
+
+    def run(self, frames: int) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """Yield ``(t, labels int32, dist, levels)`` per frame; ``tracks`` is complete once exhausted."""
+        for t in range(frames):
+            self.t = t
+            if t > 0:
+                self.profile.step(self)
+            lab, dist = _rasterise(self.cells, self.shape)
+            self.record(lab)
+            levels = np.zeros(self.next_id, np.float32)
+            for cell in self.cells:
+                levels[cell.id] = cell.level
+            yield t, lab, dist, levels
 
     def divide(self, cell: Cell, split_axis: np.ndarray, scale: float) -> list[Cell]:
         """Two daughters of ``cell``, placed along ``split_axis`` (z, y, x), parts shrunk by ``scale``."""
@@ -415,10 +428,6 @@ def render(lab: np.ndarray, dist: np.ndarray, levels: np.ndarray, im: Imaging, t
 
 
 # ----------------------------------------------------------------------------------------------- writing
-def _label_dtype(lab: np.ndarray) -> np.ndarray:
-    return lab.astype(np.uint16)
-
-
 def _gold_slices(lab: np.ndarray, rng: np.random.Generator, sparse: bool) -> dict[int, np.ndarray]:
     """2D slice GT: a few slices with enough cell area; all objects of a slice, or ~40% of them when sparse."""
     nz = lab.shape[0]
@@ -453,12 +462,6 @@ def _silver(lab: np.ndarray, min_voxels: int) -> np.ndarray:
     return out
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def _digits(n_frames: int) -> int:
     return 4 if n_frames > 1000 else 3
 
@@ -469,32 +472,19 @@ def _profile(name: str) -> Profile:
     return PROFILE_DEFS[key]
 
 
-def simulate(profile: str, seed: int = 0, frames: int = 1, seq: str = "01", small: bool = False):
-    """Yield ``(t, labels int32, dist, levels)`` for ``frames`` frames of a simulated sequence, and the
-    simulator as the generator's return value (its ``tracks`` are complete once the generator is exhausted)."""
+def simulator(profile: str, seed: int = 0, seq: str = "01", small: bool = False) -> "_Sim":
+    """A fresh simulation of ``profile`` (frame shape from ``seq`` and ``small``); iterate ``run(frames)``."""
     prof = _profile(profile)
     sim = _Sim(prof, prof.shape(seq, small), seed)
     prof.init(sim)
-    for t in range(frames):
-        sim.t = t
-        if t > 0:
-            prof.step(sim)
-        lab, dist = _rasterise(sim.cells, sim.shape)
-        sim.record(lab)
-        levels = np.zeros(sim.next_id, np.float32)
-        for cell in sim.cells:
-            levels[cell.id] = cell.level
-        yield t, lab, dist, levels
     return sim
 
 
 def generate_frame_for_benchmark(profile: str, seed: int = 0, small: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """One raw frame and its labels (uint16) at the profile's real size, without writing files."""
     prof = _profile(profile)
-    for t, lab, dist, levels in simulate(prof.key, seed=seed, frames=1, small=small):
-        raw = render(lab, dist, levels, prof.imaging, t, np.random.default_rng([seed, 2, t]))
-        return raw, _label_dtype(lab)
-    raise AssertionError("unreachable")
+    t, lab, dist, levels = next(simulator(prof.key, seed=seed, small=small).run(1))
+    return render(lab, dist, levels, prof.imaging, t, np.random.default_rng([seed, 2, t])), lab.astype(np.uint16)
 
 
 def generate(profile: str, out_root: str | os.PathLike, seq: str = "01", frames: int | None = None,
@@ -515,18 +505,11 @@ def generate(profile: str, out_root: str | os.PathLike, seq: str = "01", frames:
     nd = _digits(n)
     stats = {"objects_per_frame": [], "gold_objects": 0}
     preview_data = None
-    gen = simulate(prof.key, seed=seed, frames=n, seq=seq, small=small)
-    bar = progress(total=n, desc=f"synth {prof.key} {seq}", unit="frame")
-    sim = None
-    while True:
-        try:
-            t, lab, dist, levels = next(gen)
-        except StopIteration as stop:
-            sim = stop.value
-            break
+    sim = simulator(prof.key, seed=seed, seq=seq, small=small)
+    for t, lab, dist, levels in progress(sim.run(n), total=n, desc=f"synth {prof.key} {seq}", unit="frame"):
         tt = f"{t:0{nd}d}"
         raw = render(lab, dist, levels, prof.imaging, t, np.random.default_rng([seed, 2, t]))
-        lab16 = _label_dtype(lab)
+        lab16 = lab.astype(np.uint16)
         write_tiff_atomic(raw_dir / f"t{tt}.tif", raw)
         write_tiff_atomic(tra_dir / f"man_track{tt}.tif", lab16, compression="zlib")
         write_tiff_atomic(st_dir / f"man_seg{tt}.tif", _silver(lab16, prof.st_min_voxels), compression="zlib")
@@ -541,12 +524,8 @@ def generate(profile: str, out_root: str | os.PathLike, seq: str = "01", frames:
         stats["objects_per_frame"].append(int(np.unique(lab).size - 1))
         if preview is not None and preview_data is None:
             preview_data = (raw, lab16)
-        bar.update(1)
-    bar.close()
     lines = [f"{i} {b} {e} {p}" for i, (b, e, p) in sorted(sim.tracks.items())]
-    tmp = tra_dir / ".man_track.txt.part"
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, tra_dir / "man_track.txt")
+    write_text_atomic(tra_dir / "man_track.txt", "\n".join(lines) + "\n")
     meta_path = ds_dir / "synth.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     meta.setdefault("generator", "efficientcellseg.synth")
@@ -556,7 +535,7 @@ def generate(profile: str, out_root: str | os.PathLike, seq: str = "01", frames:
         "version": GENERATOR_VERSION, "dtype": prof.imaging.dtype, "tracks": len(sim.tracks),
         "objects_per_frame": stats["objects_per_frame"], "gold_objects": stats["gold_objects"],
     }
-    _write_json_atomic(meta_path, meta)
+    write_text_atomic(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     if preview is not None and preview_data is not None:
         write_projection_preview(Path(preview), *preview_data)
     log.info("%s %s: %d frames %s, %d tracks, %d-%d objects per frame", prof.key, seq, n, sim.shape,
@@ -568,20 +547,12 @@ def write_projection_preview(path: Path, raw: np.ndarray, labels: np.ndarray) ->
     """PNG of the maximum projection of a frame with the outlines of the projected labels (top-most object)."""
     from PIL import Image
 
-    from efficientcellseg.preview import overlay_slice
+    from efficientcellseg.preview import overlay_slice, save_png_atomic
 
-    proj = raw.max(axis=0)
-    # label seen from above: the object of the brightest... simply the first non-zero label along z, top down
-    nz = labels.shape[0]
-    first = np.argmax(labels > 0, axis=0)
+    first = np.argmax(labels > 0, axis=0)  # the top-most object along z at each pixel
     lab2d = np.take_along_axis(labels, first[None], axis=0)[0]
-    rgb = overlay_slice(proj, lab2d if nz else labels)
-    img = Image.fromarray(rgb)
+    img = Image.fromarray(overlay_slice(raw.max(axis=0), lab2d))
     if max(img.size) > 1200:
         s = 1200 / max(img.size)
         img = img.resize((int(img.width * s), int(img.height * s)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.part.png")
-    img.save(tmp)
-    os.replace(tmp, path)
-    return path
+    return save_png_atomic(path, img)

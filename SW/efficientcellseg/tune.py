@@ -87,12 +87,12 @@ def tune_postprocess(
         ts = [ts[i] for i in np.linspace(0, len(ts) - 1, max_frames).round().astype(int)]
     gts = [g for g in gts if g.t in ts]
     gt_arrays = [read_gt(g) for g in gts]
+    n_obj = sum(int(np.count_nonzero(np.unique(a))) for a in gt_arrays)
     probs = {}
     t0 = time.perf_counter()
     for t in ts:
         probs[t] = seg.probabilities(read_frame(frames[t].path, max_z=seg.cfg.max_z))
-    log.info("network on %d frames in %.1fs; %d reference objects", len(ts), time.perf_counter() - t0,
-             sum(int(np.count_nonzero(np.unique(a))) for a in gt_arrays))
+    log.info("network on %d frames in %.1fs; %d reference objects", len(ts), time.perf_counter() - t0, n_obj)
 
     def run(params: Mapping[str, Any]) -> float:
         labels = {t: postprocess(kind, p["seg"], params, centers=p.get("centers")) for t, p in probs.items()}
@@ -110,7 +110,6 @@ def tune_postprocess(
     best, best_seg = max(trials, key=lambda x: x[1]) if trials else (current, current_seg)
     if best_seg <= current_seg:
         best, best_seg = current, current_seg
-    n_obj = sum(int(np.count_nonzero(np.unique(a))) for a in gt_arrays)
     return TuneResult(current, current_seg, dict(best), best_seg, trials, n_obj, ts)
 
 

@@ -78,6 +78,15 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    _write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _write_sums(folder: Path) -> None:
+    """(Re)write ``SHA256SUMS`` from the current hashed files of ``folder``."""
+    _write_atomic(folder / SUMS, "".join(f"{sha256_file(folder / n)}  {n}\n" for n in HASHED).encode())
+
+
 def _read_sums(folder: Path) -> dict[str, str]:
     sums_path = folder / SUMS
     if not sums_path.is_file():
@@ -145,10 +154,9 @@ def save_model_folder(
         weights_dtype=str(dtype).replace("torch.", ""),
     )
     _write_atomic(folder / WEIGHTS, save(tensors, metadata={"format": "pt"}))
-    _write_atomic(folder / CONFIG, (json.dumps(cfg, indent=2, sort_keys=True) + "\n").encode())
-    _write_atomic(folder / THRESHOLDS, (json.dumps(thresholds, indent=2, sort_keys=True) + "\n").encode())
-    sums = "".join(f"{sha256_file(folder / n)}  {n}\n" for n in HASHED)
-    _write_atomic(folder / SUMS, sums.encode())
+    _write_json(folder / CONFIG, cfg)
+    _write_json(folder / THRESHOLDS, thresholds)
+    _write_sums(folder)
     if card is not None:
         _write_atomic(folder / CARD, card.encode())
     return folder
@@ -161,9 +169,8 @@ def update_thresholds(folder: str | os.PathLike, new: dict[str, Any], note: str 
     verify_model_folder(folder)
     thresholds = json.loads((folder / THRESHOLDS).read_text())
     thresholds.update(new)
-    _write_atomic(folder / THRESHOLDS, (json.dumps(thresholds, indent=2, sort_keys=True) + "\n").encode())
-    sums = "".join(f"{sha256_file(folder / n)}  {n}\n" for n in HASHED)
-    _write_atomic(folder / SUMS, sums.encode())
+    _write_json(folder / THRESHOLDS, thresholds)
+    _write_sums(folder)
     card = folder / CARD
     if card.is_file():
         text = card.read_text().rstrip("\n") + "\n\n## Post-processing parameters (tuned)\n\n"
