@@ -152,3 +152,29 @@ def test_train_folder_resume_determinism_and_predict(tric: Path, tmp_path: Path)
 def test_missing_encoder_weights_file_fails_clearly(tric: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="encoder weights file not found"):
         train(_cfg(tric, tmp_path, encoder_weights=str(tmp_path / "nope.safetensors")))
+
+
+def test_init_from_folder_and_weight_average(tric: Path, tmp_path: Path) -> None:
+    a = train(_cfg(tric, tmp_path / "a"))
+    start = {k: v.float() for k, v in load_model_folder(a).net.named_parameters()}
+    # fine-tuning with lr 0 and an average: the saved parameters are exactly the starting ones (BN running
+    # statistics do move: they follow the training batches)
+    b = train(_cfg(tric, tmp_path / "b", init_from=a, lr=0.0, ema_decay=0.9))
+    got = dict(load_model_folder(b).net.named_parameters())
+    assert len(got) == len(start) and all(torch.equal(start[k], got[k].float()) for k in start)
+    rec = json.loads((b / "config.json").read_text())["training"]
+    assert rec["init_from"]["folder"] == str(a) and rec["init_from"]["steps"] == 2
+    card = (b / "MODEL_CARD.md").read_text()
+    assert f"Started from {a}" in card and "moving average (decay 0.9)" in card
+    assert "ema" in torch.load(b / CHECKPOINT, weights_only=True)
+    # with learning, the average differs from the raw weights and resumes from the checkpoint
+    c = train(_cfg(tric, tmp_path / "c", init_from=a, ema_decay=0.5))
+    ck = torch.load(c / CHECKPOINT, weights_only=True)
+    raw, avg = ck["model"], ck["ema"]
+    name = "head.0.weight"
+    assert not torch.equal(raw[name], avg[f"module.{name}"])
+    train(_cfg(tric, tmp_path / "c", init_from=a, ema_decay=0.5, epochs=2, resume=True))
+    assert json.loads((c / "config.json").read_text())["training"]["steps"] == 4
+    # a folder with another architecture is refused with a clear message
+    with pytest.raises(Exception, match="architecture"):
+        train(_cfg(tric, tmp_path / "d", init_from=a, decoder_channels=(32, 24, 16, 8)))

@@ -47,7 +47,7 @@ from efficientcellseg import __version__
 from efficientcellseg.augment import AugmentConfig, augment_sample, random_crop
 from efficientcellseg.ctc_io import MAN_SEG_RE, list_frames, list_gt_seg, read_frame, read_tiff
 from efficientcellseg.datasets import DatasetConfig, get_dataset
-from efficientcellseg.errors import CTCInputError
+from efficientcellseg.errors import CTCInputError, ModelError
 from efficientcellseg.log import progress
 from efficientcellseg.losses import seg_loss, soft_focal_loss
 from efficientcellseg.preprocess import network_shape, resize_to_network
@@ -84,6 +84,11 @@ class TrainConfig:
     val_fraction: float = 0.15
     patience: int = 10
     threads: int | None = None
+    init_from: Path | None = None
+    """Start from all weights of this model folder (fine-tuning; same architecture), not from scratch."""
+    ema_decay: float = 0.0
+    """Exponential moving average of weights and BN statistics per step (e.g. 0.999); validation and the
+    saved model use the average, which smooths the epoch-to-epoch noise of small batches. 0 = off."""
     # Not on the command line:
     bce_weight: float = 1.0
     """Weight of BCE added to the Dice loss (0 = the paper's pure Dice)."""
@@ -241,6 +246,49 @@ def centre_heatmaps(
         gx = np.exp(-((np.arange(x0, x1) - cx) ** 2) / (2 * sigma_xy**2))[None, None, :]
         np.maximum(heat[z0:z1, y0:y1, x0:x1], (gz * gy * gx).astype(np.float32), out=heat[z0:z1, y0:y1, x0:x1])
     return heat
+
+
+def _init_from_folder(net: torch.nn.Module, folder: Path) -> dict[str, Any]:
+    """Load all weights of a verified model folder into ``net`` (must have the same architecture);
+    returns what the model card should say about that starting point."""
+    from efficientcellseg.weights import load_model_folder
+
+    lm = load_model_folder(folder)
+    want = dict(net.init_kwargs)
+    got = lm.config.get("architecture", {}).get("kwargs", {})
+    if {k: list(v) if isinstance(v, tuple) else v for k, v in want.items()} != got:
+        raise ModelError(f"{folder}: architecture {got} differs from the one to train {want}; "
+                         "use a folder trained with the same decoder and outputs")
+    net.load_state_dict({k: v.float() for k, v in lm.net.state_dict().items()})
+    log.info("initialised all weights from %s (sha256 %s)", folder, lm.sha256[:12])
+    prev = lm.config.get("training", {})
+    summary = {"folder": str(folder), "sha256": lm.sha256}
+    summary.update({k: prev[k] for k in ("epochs", "steps", "wall_time_s", "device", "init_from") if k in prev})
+    return summary
+
+
+def _init_lines(parent: dict[str, Any] | None) -> list[str]:
+    """Model-card lines for a run that started from another model folder (chained fine-tunings included)."""
+    lines = []
+    while parent:
+        wall = parent.get("wall_time_s")
+        lines.append(f"- Started from {parent['folder']} (sha256 {parent['sha256'][:12]}...): "
+                     f"{parent.get('epochs', '?')} epochs, {parent.get('steps', '?')} steps"
+                     + (f", {wall / 60:.1f} min on {parent.get('device', '?')}" if wall is not None else "")
+                     + "; the counts below are this run only.")
+        parent = parent.get("init_from")
+    return lines
+
+
+def _make_ema(net: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """Weight + BN-statistics average updated after every step, or None when ``decay`` is 0."""
+    if not decay:
+        return None
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"ema_decay must be in (0, 1) or 0 (off), got {decay}")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _pseudocolor(raw: np.ndarray, pseudocolor: bool) -> np.ndarray:
@@ -484,6 +532,9 @@ def _model_card(name: str, cfg: TrainConfig, record: dict[str, Any], thresholds:
         f"- Input: {'Context Aware Pseudocoloring' if cfg.pseudocolor else 'grey stack'}, network scale as in "
         f"inference (input size {ds.input_size}), random crops of {record['crop']} px, batch {cfg.batch_size}.",
         f"- Encoder initialisation: {cfg.encoder_weights} (no ImageNet weights are available offline here).",
+        *_init_lines(record.get("init_from")),
+        *([f"- Weights: exponential moving average (decay {cfg.ema_decay}) of the training weights."]
+          if cfg.ema_decay else []),
         f"- {record['epochs']} epochs, {record['steps']} optimizer steps, {record['wall_time_s'] / 60:.1f} min "
         f"wall time on {record['device']} with {record['torch_threads']} torch thread(s).",
         f"- Best validation (epoch {record['best_epoch']}): " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float)
@@ -541,7 +592,8 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     net = EfficientCellSeg(decoder_channels=cfg.decoder_channels or PAPER_DECODER_CHANNELS)
     load_encoder_weights(net, cfg.encoder_weights)
-    if cfg.task == "centers":
+    parent = _init_from_folder(net, Path(cfg.init_from)) if cfg.init_from is not None else None
+    if parent is None and cfg.task == "centers":
         with torch.no_grad():  # start from a low heatmap everywhere (sparse targets), as CenterNet does
             net.head[0].bias.fill_(-4.0)
     arch = dict(net.init_kwargs)
@@ -562,13 +614,15 @@ def train(cfg: TrainConfig) -> Path:
              time.perf_counter() - t_start)
 
     net = net.to(device).to(memory_format=torch.channels_last)
+    ema = _make_ema(net, cfg.ema_decay)
+    eval_net = ema.module if ema is not None else net
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=cfg.lr_patience)
     steps_per_epoch = cfg.steps_per_epoch or max(1, math.ceil(len(train_s) / cfg.batch_size))
 
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best_score": -1.0, "best_epoch": 0, "bad_epochs": 0,
-                             "history": [], "elapsed_s": 0.0, "best_val": {}}
-    best_state = copy.deepcopy({k: v.cpu() for k, v in net.state_dict().items()})
+                             "history": [], "elapsed_s": 0.0, "best_val": {}, "init_from": parent}
+    best_state = copy.deepcopy({k: v.cpu() for k, v in eval_net.state_dict().items()})
     ckpt_path = out / CHECKPOINT
     if cfg.resume and ckpt_path.is_file():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -577,6 +631,11 @@ def train(cfg: TrainConfig) -> Path:
         sched.load_state_dict(ck["scheduler"])
         torch.set_rng_state(ck["torch_rng"])
         best_state = ck["best_state"]
+        if ema is not None:
+            if "ema" in ck:
+                ema.load_state_dict(ck["ema"])
+            else:
+                log.warning("%s has no weight average; the average restarts from the current weights", ckpt_path)
         state = json.loads(ck["state_json"])
         log.info("resumed from %s at epoch %d (step %d, best %.4f)", ckpt_path, state["epoch"], state["step"],
                  state["best_score"])
@@ -611,6 +670,8 @@ def train(cfg: TrainConfig) -> Path:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update_parameters(net)
             losses.append(float(loss.detach()))
             state["step"] += 1
             bar.update(1)
@@ -620,7 +681,7 @@ def train(cfg: TrainConfig) -> Path:
                 timed_out = True
                 break
         t_val = time.perf_counter()
-        val = validate(net, val_s, cfg.task, device)
+        val = validate(eval_net, val_s, cfg.task, device)
         val_cost = time.perf_counter() - t_val
         last_val = val["score"]
         sched.step(val["score"])
@@ -637,13 +698,13 @@ def train(cfg: TrainConfig) -> Path:
                  opt.param_groups[0]["lr"], time.perf_counter() - t_ep)
         if improved:
             state.update(best_score=float(val["score"]), best_epoch=epoch, bad_epochs=0, best_val=val)
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in eval_net.state_dict().items()})
         else:
             state["bad_epochs"] += 1
         record = _record(cfg, ds, refs, val_refs, state, crop, device, steps_per_epoch, len(train_s), len(val_s))
         if improved:
             _save_folder(out, best_state, arch, cfg, ds, record, _thresholds(cfg, state["best_val"]))
-        _save_checkpoint(ckpt_path, net, opt, sched, best_state, state)
+        _save_checkpoint(ckpt_path, net, opt, sched, best_state, state, ema)
         if timed_out:
             stop_reason = "time limit"
             log.info("time limit of %.1f min reached; checkpoint and best model saved", cfg.time_limit_min)
@@ -691,17 +752,21 @@ def _record(cfg: TrainConfig, ds: DatasetConfig, refs: list[_FrameRef], val_refs
         "best_validation": state["best_val"],
         "final_validation": state["history"][-1] if state["history"] else None,
         "stop_reason": state.get("stop_reason"),
+        "init_from": state.get("init_from"),
         "history": state["history"],
         "finished_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
 
 def _save_checkpoint(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
-                     best_state: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+                     best_state: dict[str, torch.Tensor], state: dict[str, Any],
+                     ema: torch.nn.Module | None = None) -> None:
     """Everything needed to resume, as tensors, numbers and strings (loadable with ``weights_only=True``)."""
     ck = {"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
           "best_state": best_state, "torch_rng": torch.get_rng_state(), "epoch": state["epoch"],
           "state_json": json.dumps(state)}
+    if ema is not None:
+        ck["ema"] = ema.state_dict()
     tmp = path.with_suffix(".pt.part")
     torch.save(ck, tmp)
     tmp.replace(path)
