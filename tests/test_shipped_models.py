@@ -82,3 +82,19 @@ def test_every_dataset_has_its_shipped_models() -> None:
     for key in ("MDA231", "TRIC", "A549-SIM"):
         for task, name in get_dataset(key).models.items():
             assert (MODELS / name / "weights.safetensors").is_file(), (key, task, name)
+
+
+def test_mda231_centre_network_skips_slices_without_foreground_same_labels() -> None:
+    from efficientcellseg.infer import build_segmenter
+    from efficientcellseg.synth import generate_frame_for_benchmark
+
+    raw, _ = generate_frame_for_benchmark("MDA231", seed=12)
+    seg = build_segmenter("MDA231", device="cpu", backend="onnx")
+    full = seg.probabilities(raw, all_slices=True)
+    fast = seg.probabilities(raw)
+    np.testing.assert_array_equal(fast["seg"], full["seg"])
+    skipped = ~(fast["seg"] > seg.params["prob_threshold"]).any(axis=(1, 2))
+    assert 0 < skipped.sum() < len(raw)  # the test frame has empty top/bottom slices and cells
+    assert not fast["centers"][skipped].any() and full["centers"][skipped].any()
+    np.testing.assert_allclose(fast["centers"][~skipped], full["centers"][~skipped], atol=1e-6)
+    np.testing.assert_array_equal(seg.labels(fast), seg.labels(full))

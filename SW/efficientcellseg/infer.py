@@ -231,11 +231,16 @@ class Segmenter:
     pseudocolor: bool = True
     timer: StageTimer = field(default_factory=StageTimer)
 
-    def probabilities(self, raw: np.ndarray) -> dict[str, np.ndarray]:
+    def probabilities(self, raw: np.ndarray, all_slices: bool = False) -> dict[str, np.ndarray]:
         """Network outputs (``seg`` and, for MDA231, ``centers``) as (Z, Y, X) float32 in [0, 1].
 
         The pseudocolored stack of a large frame (more than :data:`PC_FLOAT32_MAX_BYTES` as float32, e.g. a
         13x1745x2440 TRIC frame: 664 MB) is kept as float16 and cast to float32 one batch at a time.
+
+        The centre heatmap is only read inside foreground components (``seg > prob_threshold``), so unless
+        ``all_slices`` is set the centre network runs only on slices that contain foreground and the heatmap
+        is 0 elsewhere: same labels, fewer forward passes (set ``all_slices`` when the threshold will change,
+        e.g. while tuning it).
         """
         from efficientcellseg.pseudocolor import grey_stack, pseudocolor_stack
 
@@ -243,7 +248,18 @@ class Segmenter:
         with self.timer.stage("pseudocolor"):
             pc = pseudocolor_stack(raw, out_dtype=dtype) if self.pseudocolor else grey_stack(raw, out_dtype=dtype)
         with self.timer.stage("network"):
-            return predict_slices(self.runners, pc, self.cfg, self.batch_size, self.device)
+            if all_slices or set(self.runners) != {"seg", "centers"}:
+                return predict_slices(self.runners, pc, self.cfg, self.batch_size, self.device)
+            out = predict_slices({"seg": self.runners["seg"]}, pc, self.cfg, self.batch_size, self.device)
+            need = np.flatnonzero((out["seg"] > self.params["prob_threshold"]).any(axis=(1, 2)))
+            centers = np.zeros_like(out["seg"])
+            if need.size:
+                part = predict_slices({"centers": self.runners["centers"]}, pc[need], self.cfg, self.batch_size,
+                                      self.device)
+                centers[need] = part["centers"]
+            log.debug("centre network on %d of %d slices (the others have no foreground)", need.size, len(pc))
+            out["centers"] = centers
+            return out
 
     def labels(self, probs: dict[str, np.ndarray]) -> np.ndarray:
         """uint16 labels (Z, Y, X) from the network outputs of :meth:`probabilities` (post-processing)."""

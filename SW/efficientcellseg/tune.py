@@ -91,7 +91,7 @@ def tune_postprocess(
     probs = {}
     t0 = time.perf_counter()
     for t in ts:
-        probs[t] = seg.probabilities(read_frame(frames[t].path, max_z=seg.cfg.max_z))
+        probs[t] = seg.probabilities(read_frame(frames[t].path, max_z=seg.cfg.max_z), all_slices=True)
     log.info("network on %d frames in %.1fs; %d reference objects", len(ts), time.perf_counter() - t0, n_obj)
 
     def run(params: Mapping[str, Any]) -> float:
