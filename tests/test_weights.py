@@ -82,3 +82,17 @@ def test_missing_files_and_non_model_folder(tmp_path, folder) -> None:
     (broken / "SHA256SUMS").unlink()
     with pytest.raises(ModelError, match="SHA256SUMS: missing"):
         verify_model_folder(broken)
+
+
+def test_update_thresholds_refreshes_sums_and_replaces_the_tuned_card_section(tmp_path) -> None:
+    from efficientcellseg.weights import CARD, update_thresholds
+
+    f = create_untrained_model_folder(tmp_path / "TRIC-seg", "TRIC", seed=1)
+    intro = (f / CARD).read_text()
+    update_thresholds(f, {"min_distance": 3}, note="first tuning")
+    update_thresholds(f, {"min_distance": 5}, note="second tuning")
+    verify_model_folder(f)  # sha256 of the new thresholds.json recorded
+    assert load_model_folder(f).thresholds["min_distance"] == 5
+    card = (f / CARD).read_text()
+    assert card.startswith(intro.rstrip("\n")) and card.count("(tuned)") == 1
+    assert "second tuning" in card and "first tuning" not in card and "`min_distance`: 5" in card

@@ -38,6 +38,7 @@ WEIGHTS = "weights.safetensors"
 SUMS = "SHA256SUMS"
 CARD = "MODEL_CARD.md"
 HASHED = (CONFIG, THRESHOLDS, WEIGHTS)
+TUNED_HEADING = "## Post-processing parameters (tuned)"
 
 
 @dataclass
@@ -163,8 +164,9 @@ def save_model_folder(
 
 
 def update_thresholds(folder: str | os.PathLike, new: dict[str, Any], note: str = "") -> Path:
-    """Merge ``new`` into a verified model folder's ``thresholds.json``, refresh ``SHA256SUMS`` and add a line
-    to the model card. Every file is replaced atomically."""
+    """Merge ``new`` into a verified model folder's ``thresholds.json``, refresh ``SHA256SUMS`` and write the
+    tuned values into the model card (replacing the section of an earlier tuning). Every file is replaced
+    atomically."""
     folder = Path(folder)
     verify_model_folder(folder)
     thresholds = json.loads((folder / THRESHOLDS).read_text())
@@ -173,7 +175,7 @@ def update_thresholds(folder: str | os.PathLike, new: dict[str, Any], note: str 
     _write_sums(folder)
     card = folder / CARD
     if card.is_file():
-        text = card.read_text().rstrip("\n") + "\n\n## Post-processing parameters (tuned)\n\n"
+        text = card.read_text().split(TUNED_HEADING)[0].rstrip("\n") + "\n\n" + TUNED_HEADING + "\n\n"
         text += "".join(f"- `{k}`: {v}\n" for k, v in sorted(new.items()))
         if note:
             text += f"\n{note}\n"
