@@ -38,4 +38,7 @@ done
 tune_data="$root/runs/tune"
 [ -d "$tune_data/Fluo-C3DL-MDA231/01" ] || "$py" -m efficientcellseg synth --profile MDA231 --out "$tune_data" --seed 151 --frames 4 -q
 "$py" -m efficientcellseg tune --dataset MDA231 --input "$tune_data/Fluo-C3DL-MDA231/01" --write
+# TRIC: weights unchanged, post-processing re-tuned with the wider default grid (adds z_scale 1/2/3)
+[ -d "$tune_data/Fluo-N3DL-TRIC/01" ] || "$py" -m efficientcellseg synth --profile TRIC --out "$tune_data" --seed 150 --frames 2 --small -q
+"$py" -m efficientcellseg tune --dataset TRIC --input "$tune_data/Fluo-N3DL-TRIC/01" --write
 "$py" -m efficientcellseg verify-models "$root"/models/*/
