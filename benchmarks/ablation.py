@@ -106,12 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="only re-time inference and training steps of the configurations in --out (quiet machine)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    a.out.mkdir(parents=True, exist_ok=True)
-    train_ds = _generate(a.out / "train", {"01": a.train_seeds[0], "02": a.train_seeds[1]}, a.frames)
-    test_ds = _generate(a.out / "test", {"01": a.test_seed}, a.test_frames)
-    ds = get_dataset("A549-SIM")
     done_json = a.out / "ablation.json"
-    if a.remeasure:
+    if a.remeasure:  # timing only: no data, no training
         rows = json.loads(done_json.read_text())
         _remeasure(rows, a)
         done_json.write_text(json.dumps(rows, indent=2))
@@ -120,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         if a.md:
             a.md.write_text(table)
         return 0
+    a.out.mkdir(parents=True, exist_ok=True)
+    train_ds = _generate(a.out / "train", {"01": a.train_seeds[0], "02": a.train_seeds[1]}, a.frames)
+    test_ds = _generate(a.out / "test", {"01": a.test_seed}, a.test_frames)
+    ds = get_dataset("A549-SIM")
     # with --only, rows of configurations not re-run are kept from the previous run in the same --out
     earlier = {r["name"]: r for r in json.loads(done_json.read_text())} if a.only and done_json.is_file() else {}
     rows, curves = [], {}
@@ -191,7 +191,7 @@ def _remeasure(rows: list[dict], a: argparse.Namespace) -> None:
     from efficientcellseg.weights import load_model_folder
 
     for r in rows:
-        net = load_model_folder(a.out / "models" / r["name"].replace(" ", "-")).net.float()
+        net = load_model_folder(a.out / "models" / r["name"].replace(" ", "-")).net  # fp32
         net = net.to(memory_format=torch.channels_last)
         r["infer_ms"] = _inference_ms(net, 7)
         r["step_ms"] = _step_ms(net, a.batch, a.crop, 5)
@@ -204,6 +204,10 @@ def _table(rows: list[dict], a: argparse.Namespace) -> str:
     head = ("| config | decoder filters | decoder params (here) | total params | test MeanIoU | test cell IoU "
             "| train step (ms) | epoch (s) | CPU inference / 384x384 slice (ms) | paper: decoder params, "
             "test MeanIoU, T_epoch, TI_CPU |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    timing = "median of 5"
+    if rows and all(r.get("timing") == "remeasured" for r in rows):
+        timing = ("median of 7; timings re-measured on a quiet machine after training (train step = forward, "
+                  "Dice, backward and Adam on a random batch; epoch = steps x step)")
     body = ""
     for r in rows:
         paper = PAPER.get(tuple(r["decoder"])) if "pseudo" in r["name"] else None
@@ -214,10 +218,7 @@ def _table(rows: list[dict], a: argparse.Namespace) -> str:
             f"{a.test_seed}, {a.test_frames} frames), {a.epochs} epochs x {a.steps} steps, batch {a.batch}, "
             f"crops {a.crop} px at network scale, Dice loss, Adam lr 1e-3, random encoder init, {a.threads} torch "
             "thread(s) on this CPU. 'epoch' here is our epoch of the stated steps, not the paper's epoch of 1488 "
-            "samples; inference is one 384x384 slice, batch 1, PyTorch, median of 5"
-            + ("; timings re-measured on a quiet machine after training (train step = forward, Dice, backward and "
-               "Adam on a random batch; epoch = steps x step).\n" if rows and all(r.get("timing") == "remeasured"
-                                                                         for r in rows) else ".\n"))
+            f"samples; inference is one 384x384 slice, batch 1, PyTorch, {timing}.\n")
     return head + body + note
 
 

@@ -6,29 +6,19 @@
 # The shipped models of this session were trained in two parts (the first run, then --resume of TRIC-seg,
 # MDA231-seg and MDA231-centers for more minutes); see each MODEL_CARD.md for epochs, steps and wall time.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-py="$root/.venv/bin/python"
 scale="${1:-1.0}"
-mins() { awk -v m="$1" -v s="$scale" 'BEGIN { printf "%.1f", m * s }'; }
-data="$root/runs/train_data"
+source "$(dirname "${BASH_SOURCE[0]}")/shipped_common.sh"
 work="$root/runs/shipped"
-mkdir -p "$data" "$work"
-
-gen() {  # profile seq seed frames [--small]
-  "$py" -m efficientcellseg synth --profile "$1" --out "$data" --seq "$2" --seed "$3" --frames "$4" ${5:-} -q
-}
-gen MDA231 01 101 12; gen MDA231 02 102 12
-gen TRIC 01 103 8 --small; gen TRIC 02 104 8 --small
-gen A549-SIM 01 105 15; gen A549-SIM 02 106 15
+mkdir -p "$work"
+gen "$data" MDA231 01 101 12; gen "$data" MDA231 02 102 12
+gen "$data" TRIC 01 103 8 --small; gen "$data" TRIC 02 104 8 --small
+gen "$data" A549-SIM 01 105 15; gen "$data" A549-SIM 02 106 15
 
 fit() {  # name dataset-folder minutes [train flags...]
   local name="$1" ds="$2" m; m="$(mins "$3")"; shift 3
   "$py" -m efficientcellseg train --data "$data/$ds" --out "$work/$name" --threads 1 --seed 0 --use-st \
     --epochs 1000 --patience 12 --time-limit "$m" "$@" >"$work/$name.log" 2>&1
-  mkdir -p "$root/models/$name"
-  for f in config.json thresholds.json weights.safetensors SHA256SUMS MODEL_CARD.md; do
-    cp "$work/$name/$f" "$root/models/$name/$f"
-  done
+  install_model "$work" "$name"
 }
 ( fit MDA231-seg Fluo-C3DL-MDA231 40 --dataset MDA231 --task seg --crop 160 --batch-size 4 --steps-per-epoch 150
   fit MDA231-centers Fluo-C3DL-MDA231 30 --dataset MDA231 --task centers --crop 160 --batch-size 4 \
@@ -38,10 +28,9 @@ fit() {  # name dataset-folder minutes [train flags...]
     --steps-per-epoch 150 ) &
 wait
 # post-processing tuned for SEG on separate sequences (seeds 150-152), stored in the model folders
-tune_data="$root/runs/tune"
-"$py" -m efficientcellseg synth --profile TRIC --out "$tune_data" --seed 150 --frames 2 --small -q
-"$py" -m efficientcellseg synth --profile MDA231 --out "$tune_data" --seed 151 --frames 4 -q
-"$py" -m efficientcellseg synth --profile A549-SIM --out "$tune_data" --seed 152 --frames 3 -q
+gen "$tune_data" TRIC 01 150 2 --small
+gen "$tune_data" MDA231 01 151 4
+gen "$tune_data" A549-SIM 01 152 3
 "$py" -m efficientcellseg tune --dataset TRIC --input "$tune_data/Fluo-N3DL-TRIC/01" --write
 "$py" -m efficientcellseg tune --dataset MDA231 --input "$tune_data/Fluo-C3DL-MDA231/01" --write
 "$py" -m efficientcellseg tune --dataset A549-SIM --input "$tune_data/Fluo-C3DH-A549-SIM/01" --write

@@ -146,7 +146,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
         steps_per_epoch=a.steps_per_epoch, batch_size=a.batch_size, crop=a.crop, lr=a.lr, use_st=a.use_st,
         pseudocolor=not a.grey, decoder_channels=tuple(a.decoder_channels) if a.decoder_channels else None,
         out=a.out, device=a.device, encoder_weights=a.encoder_weights, seed=a.seed, resume=a.resume,
-        init_from=a.init_from, ema_decay=a.ema_decay, time_limit_min=a.time_limit, val_fraction=a.val_fraction, patience=a.patience, threads=a.threads,
+        init_from=a.init_from, ema_decay=a.ema_decay, time_limit_min=a.time_limit, val_fraction=a.val_fraction,
+        patience=a.patience, threads=a.threads,
     )
     train(cfg)
     return 0

@@ -248,7 +248,7 @@ class Segmenter:
         with self.timer.stage("pseudocolor"):
             pc = pseudocolor_stack(raw, out_dtype=dtype) if self.pseudocolor else grey_stack(raw, out_dtype=dtype)
         with self.timer.stage("network"):
-            if all_slices or set(self.runners) != {"seg", "centers"}:
+            if all_slices or self.cfg.postprocess != "centers_watershed":
                 return predict_slices(self.runners, pc, self.cfg, self.batch_size, self.device)
             out = predict_slices({"seg": self.runners["seg"]}, pc, self.cfg, self.batch_size, self.device)
             need = np.flatnonzero((out["seg"] > self.params["prob_threshold"]).any(axis=(1, 2)))

@@ -253,13 +253,11 @@ def _init_from_folder(net: torch.nn.Module, folder: Path) -> dict[str, Any]:
     returns what the model card should say about that starting point."""
     from efficientcellseg.weights import load_model_folder
 
-    lm = load_model_folder(folder)
-    want = dict(net.init_kwargs)
-    got = lm.config.get("architecture", {}).get("kwargs", {})
-    if {k: list(v) if isinstance(v, tuple) else v for k, v in want.items()} != got:
-        raise ModelError(f"{folder}: architecture {got} differs from the one to train {want}; "
-                         "use a folder trained with the same decoder and outputs")
-    net.load_state_dict({k: v.float() for k, v in lm.net.state_dict().items()})
+    lm = load_model_folder(folder)  # fp32 network rebuilt from the folder's architecture kwargs
+    if lm.net.init_kwargs != net.init_kwargs:
+        raise ModelError(f"{folder}: architecture {lm.net.init_kwargs} differs from the one to train "
+                         f"{net.init_kwargs}; use a folder trained with the same decoder and outputs")
+    net.load_state_dict(lm.net.state_dict())
     log.info("initialised all weights from %s (sha256 %s)", folder, lm.sha256[:12])
     prev = lm.config.get("training", {})
     summary = {"folder": str(folder), "sha256": lm.sha256}
