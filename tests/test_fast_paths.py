@@ -108,8 +108,12 @@ def test_runner_choice_and_precision_checks(calibrated) -> None:
     assert bf16(_x(1)).dtype == torch.float32
     with pytest.raises(ModelError, match="fp16 needs a CUDA device"):
         TorchRunner(model, CPU, precision="fp16")
-    with pytest.raises(ModelError, match="onnx backend runs fp32 on the CPU only"):
+    with pytest.raises(ModelError, match="onnx backend runs fp32 or int8 on the CPU only"):
         make_runner(model, CPU, "onnx", precision="bf16")
+    with pytest.raises(ModelError, match="int8 runs with ONNX Runtime on the CPU only"):
+        make_runner(model, CPU, "torch", precision="int8")
+    with pytest.raises(ModelError, match="int8 runs with ONNX Runtime on the CPU, not with PyTorch"):
+        TorchRunner(model, CPU, precision="int8")
     with pytest.raises(ModelError, match="backend must be auto, torch or onnx"):
         make_runner(model, CPU, "tensorrt")
 

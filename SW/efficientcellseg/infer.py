@@ -37,7 +37,7 @@ def select_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -98,6 +98,8 @@ class TorchRunner:
             raise ModelError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if precision == "fp16" and device.type != "cuda":
             raise ModelError("precision fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
+        if precision == "int8":
+            raise ModelError("precision int8 runs with ONNX Runtime on the CPU, not with PyTorch")
         if precision == "auto":
             precision = "fp16" if device.type == "cuda" else "fp32"
         if precision == "bf16" and device.type == "cpu" and not _cpu_has_native_bf16():
@@ -325,15 +327,24 @@ def build_segmenter(
 
 def make_runner(model: LoadedModel, device: torch.device, backend: str,
                 precision: str = "auto") -> Callable[[torch.Tensor], torch.Tensor]:
-    """A callable network runner: PyTorch (any device) or ONNX Runtime (CPU, fp32).
+    """A callable network runner: PyTorch (any device) or ONNX Runtime (CPU, fp32 or int8).
 
     ``auto`` picks ONNX Runtime on the CPU in fp32 (the fastest exact path measured, see
-    benchmarks/RESULTS.md) and PyTorch otherwise; a reduced CPU precision (``bf16``) needs PyTorch.
+    benchmarks/RESULTS.md) and PyTorch otherwise; ``bf16`` on the CPU needs PyTorch, ``int8`` (statically
+    quantised, opt-in) needs ONNX Runtime on the CPU.
     """
     if backend not in ("auto", "torch", "onnx"):
         raise ModelError(f"backend must be auto, torch or onnx, got {backend!r}")
+    if precision == "int8":
+        if device.type != "cpu" or backend == "torch" or not _onnx_available():
+            raise ModelError("precision int8 runs with ONNX Runtime on the CPU only: use --device cpu and "
+                             "--backend auto or onnx (and install onnxruntime)")
+        from efficientcellseg.onnx_backend import OnnxRunner
+
+        return OnnxRunner(model, int8=True)
     if backend == "onnx" and (device.type != "cpu" or precision not in ("auto", "fp32")):
-        raise ModelError(f"the onnx backend runs fp32 on the CPU only (device {device.type}, precision {precision})")
+        raise ModelError(f"the onnx backend runs fp32 or int8 on the CPU only (device {device.type}, "
+                         f"precision {precision})")
     exact_cpu = device.type == "cpu" and precision in ("auto", "fp32")
     if backend == "onnx" or (backend == "auto" and exact_cpu and _onnx_available()):
         from efficientcellseg.onnx_backend import OnnxRunner

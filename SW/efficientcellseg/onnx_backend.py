@@ -11,12 +11,20 @@ convolutions becomes static and is folded into the convolutions' own (asymmetric
 and no shape arithmetic remains, and squeeze-excitation pooling is a ``GlobalAveragePool``. Both rewrites are
 exact (same arithmetic); the graph is then constant-folded (ONNX Runtime's hardware-independent "basic" level)
 before it is cached. At load time ONNX Runtime applies all its CPU optimisations (NCHWc layout, fusions).
+
+Opt-in int8 (``--precision int8``): the cached fp32 graph is quantised statically (QDQ, unsigned 8-bit
+activations, signed 8-bit per-channel weights, min/max ranges) and cached beside it. The activation ranges
+are calibrated on network inputs made exactly as at inference from one *synthetic* frame of the model's
+dataset profile (fixed seed, :func:`calibration_inputs`), so the quantised file is deterministic and needs no
+user data. It runs about 1.8x faster than fp32 on CPUs with 8-bit dot-product instructions (AVX512-VNNI,
+AVX-VNNI) and changes masks slightly (measured in benchmarks/RESULTS.md); the default stays exact fp32.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -46,6 +54,12 @@ class _ProbabilityHead(nn.Module):
 
 EXPORT_VERSION = 2
 """Bumped whenever the exported graph changes, so old cache files are not reused."""
+INT8_VERSION = 1
+"""Bumped whenever the int8 quantisation or its calibration data change."""
+CALIBRATION_SEED = 7
+"""Seed of the synthetic frame whose network inputs calibrate the int8 activation ranges."""
+CALIBRATION_INPUTS = 24
+"""How many network inputs (slices or tiles, evenly spaced over the frame) calibrate the int8 ranges."""
 
 
 class _StaticSamePadConv(nn.Module):
@@ -210,14 +224,96 @@ def export_onnx(model: LoadedModel | str | os.PathLike, input_size: int | None =
     return path
 
 
-class OnnxRunner:
-    """Runs an exported network with ONNX Runtime on the CPU: (B, 3, S, S) -> (B, S, S) probabilities."""
+def calibration_inputs(model: LoadedModel, n: int = CALIBRATION_INPUTS) -> np.ndarray:
+    """(n, 3, S, S) float32 network inputs from one synthetic frame of the model's dataset profile.
 
-    def __init__(self, model: LoadedModel, threads: int | None = None, simplify: bool = True) -> None:
+    The frame (seed :data:`CALIBRATION_SEED`; TRIC in its small size) is pseudocolored (or grey-stacked, as the
+    model was trained) and cut/resized by the inference code itself, whose network inputs are recorded.
+    """
+    from efficientcellseg.datasets import get_dataset
+    from efficientcellseg.infer import predict_slices
+    from efficientcellseg.pseudocolor import grey_stack, pseudocolor_stack
+    from efficientcellseg.synth import generate_frame_for_benchmark
+
+    dataset = model.config.get("dataset")
+    if not dataset:
+        raise ValueError(f"{model.folder}: config.json names no dataset, so int8 calibration data cannot be made")
+    cfg = get_dataset(str(dataset))
+    raw, _ = generate_frame_for_benchmark(cfg.key, seed=CALIBRATION_SEED, small=cfg.key == "TRIC")
+    pc = pseudocolor_stack(raw) if model.config.get("pseudocolor", True) else grey_stack(raw)
+    seen: list[np.ndarray] = []
+
+    def record(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.numpy().astype(np.float32, copy=True))
+        return torch.zeros(x.shape[0], x.shape[-2], x.shape[-1])
+
+    predict_slices({"record": record}, pc, cfg, 1, torch.device("cpu"))
+    inputs = np.concatenate(seen)
+    size = int(model.config.get("input_size", cfg.input_size))
+    if inputs.shape[-2:] != (size, size):
+        raise ValueError(f"{model.folder}: calibration inputs are {inputs.shape[-2:]}, the network takes {size}")
+    pick = np.unique(np.linspace(0, len(inputs) - 1, min(n, len(inputs))).round().astype(int))
+    return inputs[pick]
+
+
+def quantize_onnx(model: LoadedModel | str | os.PathLike) -> Path:
+    """Static int8 quantisation of the model's cached ONNX export (see the module notes); returns its path."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    if not isinstance(model, LoadedModel):
+        model = load_model_folder(model)
+    fp32 = export_onnx(model)
+    path = fp32.with_name(fp32.stem + f"-int8v{INT8_VERSION}.onnx")
+    if path.is_file():
+        return path
+    log.info("quantising %s to int8 (once; calibrated on a synthetic %s frame; cached at %s)", model.folder,
+             model.config.get("dataset"), path)
+    batches = iter([{"x": x[None]} for x in calibration_inputs(model)])
+
+    class _Reader(CalibrationDataReader):
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(batches, None)
+
+    fd, tmp = tempfile.mkstemp(prefix=".int8.", suffix=".onnx", dir=path.parent)
+    os.close(fd)
+    hint = _DropMessage("pre-processing before quantization")  # advice on the root logger: not for our users
+    logging.getLogger().addFilter(hint)
+    try:
+        quantize_static(str(fp32), tmp, _Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, per_channel=True, calibrate_method=CalibrationMethod.MinMax)
+        shutil.copymode(fp32, tmp)  # mkstemp makes the file private; give it the export's permissions
+        os.replace(tmp, path)
+    finally:
+        logging.getLogger().removeFilter(hint)
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+class _DropMessage(logging.Filter):
+    """Drops log records whose message contains ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+class OnnxRunner:
+    """Runs an exported network with ONNX Runtime on the CPU: (B, 3, S, S) -> (B, S, S) probabilities.
+
+    ``int8`` runs the statically quantised graph (:func:`quantize_onnx`) instead of the exact fp32 one.
+    """
+
+    def __init__(self, model: LoadedModel, threads: int | None = None, simplify: bool = True,
+                 int8: bool = False) -> None:
         import onnxruntime as ort
 
         self.input_size = int(model.config.get("input_size", 384))
-        path = export_onnx(model, self.input_size, simplify=simplify)
+        self.precision = "int8" if int8 else "fp32"
+        path = quantize_onnx(model) if int8 else export_onnx(model, self.input_size, simplify=simplify)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.inter_op_num_threads = 1
