@@ -2,6 +2,8 @@
 # Shared body of the run_<DATASET>.sh entry points: ctc_run.sh DATASET CTC_FOLDER SEQ [ROOT]
 # Reads ROOT/CTC_FOLDER/SEQ and writes ROOT/CTC_FOLDER/SEQ_RES. ROOT defaults to the folder that holds
 # this package (the CTC submission convention: ../<Dataset>/01 seen from the package folder).
+# EFFICIENTCELLSEG_PRECISION=int8 (or bf16, fp32, fp16) selects the network arithmetic (default auto: exact fp32 on
+# the CPU, fp16 on a GPU); see README "Speed".
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dataset="$1"; folder="$2"
@@ -9,9 +11,15 @@ if [ $# -lt 3 ] || [ $# -gt 4 ]; then
   echo "usage: run_${dataset}.sh SEQ [ROOT]   e.g. run_${dataset}.sh 01  (reads ROOT/${folder}/SEQ; ROOT defaults to ..)" >&2
   exit 2
 fi
+precision="${EFFICIENTCELLSEG_PRECISION:-auto}"
+case "$precision" in
+  auto|fp32|fp16|bf16|int8) ;;
+  *) echo "error: EFFICIENTCELLSEG_PRECISION=$precision is not one of auto, fp32, fp16, bf16, int8" >&2; exit 2 ;;
+esac
 seq="$3"; root="${4:-$here/..}"
 input="$root/$folder/$seq"
 [ -d "$input" ] || { echo "error: input folder $input does not exist (expected ROOT/${folder}/${seq})" >&2; exit 2; }
 py="$here/.venv/bin/python"
 [ -x "$py" ] || py="$(command -v python3)" || { echo "error: no Python found; run ./test.sh or scripts/bootstrap.sh first" >&2; exit 2; }
-exec "$py" -m efficientcellseg predict --dataset "$dataset" --input "$input" --output "${input}_RES" --device auto
+exec "$py" -m efficientcellseg predict --dataset "$dataset" --input "$input" --output "${input}_RES" --device auto \
+  --precision "$precision"

@@ -35,8 +35,8 @@ def untrained_models(tmp_path_factory) -> Path:
     return root
 
 
-def _run(script: str, *args: str, models: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, EFFICIENTCELLSEG_MODELS=str(models))
+def _run(script: str, *args: str, models: Path, **env_vars: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, EFFICIENTCELLSEG_MODELS=str(models), **env_vars)
     return subprocess.run([str(REPO / script), *args], capture_output=True, text=True, env=env, timeout=600)
 
 
@@ -67,6 +67,21 @@ def test_run_script_writes_complete_valid_results(tmp_path, untrained_models, ke
         assert np.array_equal(lab, np.arange(1, len(lab) + 1))
     shutil.rmtree(out)
     assert _digest(ds) == before  # ... and nothing else (input, GT, ST) changed
+
+
+def test_run_script_int8_precision(tmp_path, untrained_models) -> None:
+    """EFFICIENTCELLSEG_PRECISION reaches predict: int8 quantises the model once (cached beside it) and runs."""
+    ds = generate(profile="A549-SIM", out_root=tmp_path, seq="01", frames=1, seed=11)
+    res = _run("run_A549-SIM.sh", "01", str(tmp_path), models=untrained_models, EFFICIENTCELLSEG_PRECISION="int8")
+    assert res.returncode == 0, res.stderr[-2000:]
+    m = tifffile.imread(ds / "01_RES" / "mask000.tif")
+    assert m.dtype == np.uint16 and m.shape == tifffile.imread(ds / "01" / "t000.tif").shape
+    assert list((untrained_models / "A549-SIM-seg" / ".onnx-cache").glob("*-int8v*.onnx"))
+
+
+def test_bad_precision_variable(tmp_path, untrained_models) -> None:
+    res = _run("run_A549-SIM.sh", "01", str(tmp_path), models=untrained_models, EFFICIENTCELLSEG_PRECISION="int4")
+    _assert_one_line_error(res, "EFFICIENTCELLSEG_PRECISION=int4", "int8")
 
 
 def _tric_tree(tmp_path: Path) -> Path:
