@@ -163,8 +163,14 @@ def find_seeds(
     if k <= 1:
         return seeds, k
     idx = np.arange(1, k + 1)
-    pos = np.asarray(ndi.center_of_mass(peaks, seeds, idx)) * np.array([z_scale, 1.0, 1.0])
-    val = np.asarray(ndi.maximum(h, seeds, idx))
+    coords = np.nonzero(peaks)  # seeds are sparse: centroids and maxima from the seed voxels alone
+    which = seeds[coords]
+    count = np.bincount(which, minlength=k + 1)[1:]
+    pos = np.stack([np.bincount(which, weights=c, minlength=k + 1)[1:] / count for c in coords], axis=1)
+    pos *= np.array([z_scale, 1.0, 1.0])
+    val = np.full(k + 1, -np.inf, h.dtype)  # each seed's highest value (ndi.maximum would argsort the volume)
+    np.maximum.at(val, which, h[coords])
+    val = val[1:]
     pairs = cKDTree(pos).query_pairs(np.nextafter(min_distance, 0), output_type="ndarray")
     if len(pairs) == 0:
         return seeds, k
