@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from efficientcellseg.errors import ModelError
 from efficientcellseg.weights import LoadedModel, load_model_folder
 
 log = logging.getLogger(__name__)
@@ -237,7 +238,8 @@ def calibration_inputs(model: LoadedModel, n: int = CALIBRATION_INPUTS) -> np.nd
 
     dataset = model.config.get("dataset")
     if not dataset:
-        raise ValueError(f"{model.folder}: config.json names no dataset, so int8 calibration data cannot be made")
+        raise ModelError(f"{model.folder}: config.json names no dataset, so no int8 calibration frame can be made; "
+                         "add \"dataset\" to config.json or use --precision fp32")
     cfg = get_dataset(str(dataset))
     raw, _ = generate_frame_for_benchmark(cfg.key, seed=CALIBRATION_SEED, small=cfg.key == "TRIC")
     pc = pseudocolor_stack(raw) if model.config.get("pseudocolor", True) else grey_stack(raw)
@@ -251,7 +253,7 @@ def calibration_inputs(model: LoadedModel, n: int = CALIBRATION_INPUTS) -> np.nd
     inputs = np.concatenate(seen)
     size = int(model.config.get("input_size", cfg.input_size))
     if inputs.shape[-2:] != (size, size):
-        raise ValueError(f"{model.folder}: calibration inputs are {inputs.shape[-2:]}, the network takes {size}")
+        raise ModelError(f"{model.folder}: calibration inputs are {inputs.shape[-2:]}, the network takes {size}")
     pick = np.unique(np.linspace(0, len(inputs) - 1, min(n, len(inputs))).round().astype(int))
     return inputs[pick]
 
