@@ -23,8 +23,8 @@ from efficientcellseg.errors import CTCInputError
 log = logging.getLogger(__name__)
 
 DEFAULT_GRIDS: Mapping[str, Mapping[str, Sequence[Any]]] = {
-    "centers_watershed": {"prob_threshold": (0.4, 0.5, 0.6), "center_threshold": (0.2, 0.3, 0.4, 0.5),
-                          "center_min_distance": (6, 10, 14)},
+    "centers_watershed": {"prob_threshold": (0.5, 0.6, 0.7), "center_threshold": (0.1, 0.2, 0.3),
+                          "center_min_distance": (10, 14, 17, 20)},
     "distance_watershed": {"prob_threshold": (0.4, 0.5, 0.55, 0.6), "min_distance": (2, 3, 4, 6),
                            "z_scale": (1.0, 2.0, 3.0)},
     "largest_component": {"prob_threshold": (0.3, 0.4, 0.5, 0.6, 0.7)},
