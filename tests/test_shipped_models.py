@@ -101,7 +101,7 @@ def test_mda231_centre_network_skips_slices_without_foreground_same_labels() -> 
 
 
 def test_int8_precision_changes_mda231_masks_only_slightly() -> None:
-    """Opt-in int8 (ONNX Runtime, calibrated on a synthetic frame): close to the exact fp32 path, same SEG."""
+    """Opt-in int8 (ONNX Runtime, calibrated on synthetic frames): close to the exact fp32 path, same SEG."""
     from evaluation.seg import match_objects, pooled_seg
 
     from efficientcellseg.infer import build_segmenter
