@@ -335,21 +335,18 @@ def make_runner(model: LoadedModel, device: torch.device, backend: str,
     """
     if backend not in ("auto", "torch", "onnx"):
         raise ModelError(f"backend must be auto, torch or onnx, got {backend!r}")
-    if precision == "int8":
-        if device.type != "cpu" or backend == "torch" or not _onnx_available():
-            raise ModelError("precision int8 runs with ONNX Runtime on the CPU only: use --device cpu and "
-                             "--backend auto or onnx (and install onnxruntime)")
-        from efficientcellseg.onnx_backend import OnnxRunner
-
-        return OnnxRunner(model, int8=True)
-    if backend == "onnx" and (device.type != "cpu" or precision not in ("auto", "fp32")):
+    int8 = precision == "int8"
+    if int8 and (device.type != "cpu" or backend == "torch" or not _onnx_available()):
+        raise ModelError("precision int8 runs with ONNX Runtime on the CPU only: use --device cpu and "
+                         "--backend auto or onnx (and install onnxruntime)")
+    if backend == "onnx" and (device.type != "cpu" or precision not in ("auto", "fp32", "int8")):
         raise ModelError(f"the onnx backend runs fp32 or int8 on the CPU only (device {device.type}, "
                          f"precision {precision})")
     exact_cpu = device.type == "cpu" and precision in ("auto", "fp32")
-    if backend == "onnx" or (backend == "auto" and exact_cpu and _onnx_available()):
+    if int8 or backend == "onnx" or (backend == "auto" and exact_cpu and _onnx_available()):
         from efficientcellseg.onnx_backend import OnnxRunner
 
-        return OnnxRunner(model)
+        return OnnxRunner(model, int8=int8)
     return TorchRunner(model, device, precision=precision)
 
 
