@@ -20,6 +20,7 @@ from efficientcellseg.postprocess import (
     postprocess,
     remove_small_objects,
     to_uint16_labels,
+    trim_end_slices,
 )
 
 
@@ -153,6 +154,57 @@ def test_centers_watershed_min_size_and_shape_check() -> None:
     assert not lab[other].any()
     with pytest.raises(ValueError, match=r"centers \(shape \(8, 60, 119\)\) must have the same shape"):
         centers_watershed(as_prob(a), centers[..., 1:])
+
+
+def _tapered_object() -> tuple[np.ndarray, np.ndarray]:
+    """One object over 3 slices: 10x10 = 100 px in the middle, 5x5 = 25 px above and below; a second object
+    (one slice, 4 px) that is its own largest cross-section. Probabilities: 0.99 in the middle rows and
+    columns 2-3 of every 5x5 end section (10 px each), 0.8 elsewhere inside, 0 outside."""
+    lab = np.zeros((3, 12, 20), np.int32)
+    prob = np.zeros(lab.shape, np.float32)
+    lab[1, 1:11, 1:11] = 1
+    lab[0, 3:8, 3:8] = lab[2, 3:8, 3:8] = 1
+    lab[1, 1:3, 15:17] = 2
+    prob[lab > 0] = 0.8
+    prob[0, 3:8, 5:7] = prob[2, 3:8, 5:7] = 0.99
+    return lab, prob
+
+
+def test_trim_end_slices_hand_computed() -> None:
+    lab, prob = _tapered_object()
+    out = trim_end_slices(lab.copy(), prob, end_threshold=0.9, end_fraction=0.5)
+    # end sections: 25 < 0.5 * 100 -> only the 0.99 voxels stay (10 each); the middle (100) and the one-slice
+    # object (its own largest, 4 px) keep everything although their prob 0.8 is below 0.9
+    assert [int((out[z] == 1).sum()) for z in range(3)] == [10, 100, 10]
+    assert int((out == 2).sum()) == 4
+    assert np.array_equal(out[0, 3:8, 5:7], lab[0, 3:8, 5:7])
+    # end_fraction 0.25: 25 px is not < 0.25 * 100 -> nothing trimmed; a threshold below 0.8 trims nothing either
+    assert np.array_equal(trim_end_slices(lab.copy(), prob, end_threshold=0.9, end_fraction=0.25), lab)
+    assert np.array_equal(trim_end_slices(lab.copy(), prob, end_threshold=0.75, end_fraction=0.5), lab)
+    assert np.array_equal(trim_end_slices(lab.copy(), prob, end_threshold=0.0, end_fraction=1.0), lab)
+    # in place, also through a non-contiguous view
+    big = np.zeros((3, 12, 40), np.int32)
+    big[:, :, ::2] = lab
+    view = big[:, :, ::2]
+    assert trim_end_slices(view, prob, end_threshold=0.9, end_fraction=0.5) is view
+    assert np.array_equal(big[:, :, ::2], out)
+    with pytest.raises(ValueError, match="one shape"):
+        trim_end_slices(lab, prob[:2], end_threshold=0.9, end_fraction=0.5)
+
+
+def test_centers_watershed_end_slices_equal_the_two_stages() -> None:
+    lab, prob = _tapered_object()
+    centers = np.zeros_like(prob)
+    kw = dict(prob_threshold=0.5, center_threshold=0.3, center_min_distance=10, z_scale=4.8, min_size=0)
+    full = centers_watershed(prob, centers, end_threshold=0.9, end_fraction=0.5, fill_holes=False, **kw)
+    assert [int((full[z] > 0).sum()) for z in range(3)] == [10, 104, 10]
+    staged = pp.centers_finish(pp.centers_split(prob, centers, **kw), prob, end_threshold=0.9, end_fraction=0.5,
+                               min_size=0, fill_holes=False)
+    assert np.array_equal(full, staged)
+    off = centers_watershed(prob, centers, fill_holes=False, **kw)  # default end_threshold 0: unchanged
+    assert np.array_equal(off > 0, lab > 0)
+    with pytest.raises(ValueError, match=r"end_fraction=1.5 \(must be in \[0, 1\]\)"):
+        centers_watershed(prob, centers, end_fraction=1.5)
 
 
 def test_find_seeds_anisotropy_borders_and_plateaus() -> None:

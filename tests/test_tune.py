@@ -41,3 +41,31 @@ def test_cli_tune_write_updates_thresholds_and_checksums(a549: Path, tmp_path: P
     assert "prob_threshold" in th and "fill_holes" in th
     assert load_model_folder(model).thresholds == th
     assert "tuned" in (model / "MODEL_CARD.md").read_text()
+
+
+def test_mda231_tune_reuses_the_watershed_with_the_same_scores(tmp_path: Path) -> None:
+    """tune caches the centre watershed while only the end-slice settings change; every trial must score
+    exactly as the plain post-processing with that parameter set (shipped models, one generated frame)."""
+    from evaluation.ctc_seg import list_gt_files, read_gt
+
+    from efficientcellseg.ctc_io import list_frames, read_frame
+    from efficientcellseg.infer import build_segmenter
+    from efficientcellseg.postprocess import postprocess
+    from efficientcellseg.tune import _score
+
+    ds = generate("MDA231", tmp_path, frames=1, seed=31)
+    grid = {"prob_threshold": (0.5, 0.7), "end_threshold": (0.0, 0.9), "end_fraction": (0.5, 0.9)}
+    r = tune_postprocess("MDA231", ds / "01", grid=grid, device="cpu")
+    assert len(r.trials) == 8
+    seg = build_segmenter("MDA231", device="cpu")
+    probs = seg.probabilities(read_frame(list_frames(ds / "01")[0].path), all_slices=True)
+    gts = list_gt_files(ds / "01_GT" / "SEG")
+    arrays = [read_gt(g) for g in gts]
+    scores = []
+    for params, s in r.trials:
+        labels = postprocess("centers_watershed", probs["seg"], params, centers=probs["centers"])
+        assert s == pytest.approx(_score({0: labels}, gts, arrays), abs=1e-12)
+        scores.append(s)
+    assert len(set(scores)) > 1  # the end-slice settings change the result on this frame
+    with pytest.raises(ValueError, match=r"unknown centers_watershed parameter\(s\) \['nope'\]"):
+        tune_postprocess("MDA231", ds / "01", grid={"nope": (1,)}, device="cpu")

@@ -23,8 +23,9 @@ from efficientcellseg.errors import CTCInputError
 log = logging.getLogger(__name__)
 
 DEFAULT_GRIDS: Mapping[str, Mapping[str, Sequence[Any]]] = {
-    "centers_watershed": {"prob_threshold": (0.5, 0.6, 0.7), "center_threshold": (0.1, 0.2, 0.3),
-                          "center_min_distance": (10, 14, 17, 20)},
+    "centers_watershed": {"prob_threshold": (0.4, 0.5, 0.6, 0.7), "center_threshold": (0.1, 0.2),
+                          "center_min_distance": (14, 17, 20), "end_threshold": (0.0, 0.85, 0.9),
+                          "end_fraction": (0.7, 0.8, 0.9)},
     "distance_watershed": {"prob_threshold": (0.4, 0.5, 0.55, 0.6), "min_distance": (2, 3, 4, 6),
                            "z_scale": (1.0, 2.0, 3.0)},
     "largest_component": {"prob_threshold": (0.3, 0.4, 0.5, 0.6, 0.7)},
@@ -72,13 +73,18 @@ def tune_postprocess(
     from evaluation.ctc_seg import list_gt_files, read_gt
 
     from efficientcellseg.infer import build_segmenter
-    from efficientcellseg.postprocess import postprocess
+    from efficientcellseg.postprocess import (
+        CENTERS_FINISH_PARAMS, centers_finish, centers_split, parameter_defaults, parameter_names, postprocess,
+    )
 
     input_dir = Path(input_dir)
     gt_dir = Path(gt_dir) if gt_dir is not None else input_dir.parent / f"{input_dir.name}_GT" / "SEG"
     seg = build_segmenter(dataset, model_dir=model_dir, centers_model_dir=centers_model_dir, device=device)
     kind = seg.cfg.postprocess
     grid = dict(grid if grid is not None else DEFAULT_GRIDS[kind])
+    unknown = sorted((set(grid) | set(seg.params)) - set(parameter_names(kind)))
+    if unknown:
+        raise ValueError(f"unknown {kind} parameter(s) {unknown}; allowed: {list(parameter_names(kind))}")
     gts = list_gt_files(gt_dir)
     frames = {f.index: f for f in list_frames(input_dir)}
     ts = sorted({g.t for g in gts} & set(frames))
@@ -95,9 +101,27 @@ def tune_postprocess(
         probs[t] = seg.probabilities(read_frame(frames[t].path, max_z=seg.cfg.max_z), all_slices=True)
     log.info("network on %d frames in %.1fs; %d reference objects", len(ts), time.perf_counter() - t0, n_obj)
 
+    defaults = parameter_defaults(kind)
+    split_cache: dict[str, Any] = {}
+
+    def labels_for(t: int, params: Mapping[str, Any]) -> np.ndarray:
+        p = probs[t]
+        if kind != "centers_watershed":
+            return postprocess(kind, p["seg"], params, centers=p.get("centers"))
+        # The watershed does not depend on the end-slice settings: reuse it while only those change (they
+        # vary fastest in the grid, so one cached watershed per frame is enough).
+        full = {**defaults, **params}
+        split = {k: v for k, v in full.items() if k not in CENTERS_FINISH_PARAMS or k == "min_size"}
+        key = repr(sorted(split.items()))
+        if split_cache.get("key") != key:
+            split_cache.clear()
+            split_cache["key"] = key
+        if t not in split_cache:
+            split_cache[t] = centers_split(p["seg"], p["centers"], **split)
+        return centers_finish(split_cache[t].copy(), p["seg"], **{k: full[k] for k in CENTERS_FINISH_PARAMS})
+
     def run(params: Mapping[str, Any]) -> float:
-        labels = {t: postprocess(kind, p["seg"], params, centers=p.get("centers")) for t, p in probs.items()}
-        return _score(labels, gts, gt_arrays)
+        return _score({t: labels_for(t, params) for t in probs}, gts, gt_arrays)
 
     current = dict(seg.params)
     current_seg = run(current)
