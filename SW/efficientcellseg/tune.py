@@ -120,8 +120,16 @@ def tune_postprocess(
             split_cache[t] = centers_split(p["seg"], p["centers"], **split)
         return centers_finish(split_cache[t].copy(), p["seg"], **{k: full[k] for k in CENTERS_FINISH_PARAMS})
 
+    scores: dict[str, float] = {}
+
     def run(params: Mapping[str, Any]) -> float:
-        return _score({t: labels_for(t, params) for t in probs}, gts, gt_arrays)
+        full = {**defaults, **params}
+        if kind == "centers_watershed" and not full["end_threshold"] > full["prob_threshold"]:
+            full.update(end_threshold=0.0, end_fraction=0.0)  # trimming is off: the fraction does not matter
+        key = repr(sorted(full.items()))
+        if key not in scores:
+            scores[key] = _score({t: labels_for(t, full) for t in probs}, gts, gt_arrays)
+        return scores[key]
 
     current = dict(seg.params)
     current_seg = run(current)
