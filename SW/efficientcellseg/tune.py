@@ -19,6 +19,7 @@ import numpy as np
 
 from efficientcellseg.ctc_io import list_frames, read_frame
 from efficientcellseg.errors import CTCInputError
+from efficientcellseg.log import progress
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def tune_postprocess(
     n_obj = sum(int(np.count_nonzero(np.unique(a))) for a in gt_arrays)
     probs = {}
     t0 = time.perf_counter()
-    for t in ts:
+    for t in progress(ts, desc=f"tune {dataset}: network", unit="frame"):
         probs[t] = seg.probabilities(read_frame(frames[t].path, max_z=seg.cfg.max_z), all_slices=True)
     log.info("network on %d frames in %.1fs; %d reference objects", len(ts), time.perf_counter() - t0, n_obj)
 
@@ -135,7 +136,8 @@ def tune_postprocess(
     current_seg = run(current)
     names = list(grid)
     trials = []
-    for values in itertools.product(*(grid[n] for n in names)):
+    combos = list(itertools.product(*(grid[n] for n in names)))
+    for values in progress(combos, desc=f"tune {dataset}: grid", unit="setting"):
         params = {**current, **dict(zip(names, values, strict=True))}
         s = run(params)
         trials.append((params, s))
