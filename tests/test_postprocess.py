@@ -178,7 +178,7 @@ def test_trim_end_slices_hand_computed() -> None:
     assert [int((out[z] == 1).sum()) for z in range(3)] == [10, 100, 10]
     assert int((out == 2).sum()) == 4
     assert np.array_equal(out[0, 3:8, 5:7], lab[0, 3:8, 5:7])
-    # end_fraction 0.25: 25 px is not < 0.25 * 100 -> nothing trimmed; a threshold below 0.8 trims nothing either
+    # end_fraction 0.25: 25 px is not < 0.25 * 100 -> nothing trimmed; a threshold below 0.8 trims nothing
     assert np.array_equal(trim_end_slices(lab.copy(), prob, end_threshold=0.9, end_fraction=0.25), lab)
     assert np.array_equal(trim_end_slices(lab.copy(), prob, end_threshold=0.75, end_fraction=0.5), lab)
     assert np.array_equal(trim_end_slices(lab.copy(), prob, end_threshold=0.0, end_fraction=1.0), lab)
@@ -198,8 +198,8 @@ def test_centers_watershed_end_slices_equal_the_two_stages() -> None:
     kw = dict(prob_threshold=0.5, center_threshold=0.3, center_min_distance=10, z_scale=4.8, min_size=0)
     full = centers_watershed(prob, centers, end_threshold=0.9, end_fraction=0.5, fill_holes=False, **kw)
     assert [int((full[z] > 0).sum()) for z in range(3)] == [10, 104, 10]
-    staged = pp.centers_finish(pp.centers_split(prob, centers, **kw), prob, end_threshold=0.9, end_fraction=0.5,
-                               min_size=0, fill_holes=False)
+    split = pp.centers_split(prob, centers, **kw)
+    staged = pp.centers_finish(split, prob, end_threshold=0.9, end_fraction=0.5, min_size=0, fill_holes=False)
     assert np.array_equal(full, staged)
     off = centers_watershed(prob, centers, fill_holes=False, **kw)  # default end_threshold 0: unchanged
     assert np.array_equal(off > 0, lab > 0)

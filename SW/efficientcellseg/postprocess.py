@@ -362,11 +362,14 @@ def centers_finish(labels: np.ndarray, prob: np.ndarray, *, end_threshold: float
         end_fraction=(end_fraction, _finite(end_fraction) and 0 <= end_fraction <= 1, "must be in [0, 1]"),
         min_size=(min_size, _finite(min_size) and min_size >= 0, "must be >= 0"),
     )
-    trim_end_slices(labels, _check_prob(prob), end_threshold=float(end_threshold), end_fraction=float(end_fraction))
+    trim_end_slices(labels, _check_prob(prob), end_threshold=float(end_threshold),
+                    end_fraction=float(end_fraction))
     return _finish(labels, int(min_size), bool(fill_holes))
 
 
-def trim_end_slices(labels: np.ndarray, prob: np.ndarray, *, end_threshold: float, end_fraction: float) -> np.ndarray:
+def trim_end_slices(
+    labels: np.ndarray, prob: np.ndarray, *, end_threshold: float, end_fraction: float
+) -> np.ndarray:
     """Raise the probability threshold on the end slices of each object, in place; returns ``labels``.
 
     A slice in which an object covers less than ``end_fraction`` of its largest cross-section (its tapering

@@ -75,7 +75,12 @@ def tune_postprocess(
 
     from efficientcellseg.infer import build_segmenter
     from efficientcellseg.postprocess import (
-        CENTERS_FINISH_PARAMS, centers_finish, centers_split, parameter_defaults, parameter_names, postprocess,
+        CENTERS_FINISH_PARAMS,
+        centers_finish,
+        centers_split,
+        parameter_defaults,
+        parameter_names,
+        postprocess,
     )
 
     input_dir = Path(input_dir)
@@ -103,7 +108,8 @@ def tune_postprocess(
     log.info("network on %d frames in %.1fs; %d reference objects", len(ts), time.perf_counter() - t0, n_obj)
 
     defaults = parameter_defaults(kind)
-    split_cache: dict[str, Any] = {}
+    split_key = [""]
+    split_cache: dict[int, np.ndarray] = {}
 
     def labels_for(t: int, params: Mapping[str, Any]) -> np.ndarray:
         p = probs[t]
@@ -114,12 +120,13 @@ def tune_postprocess(
         full = {**defaults, **params}
         split = {k: v for k, v in full.items() if k not in CENTERS_FINISH_PARAMS or k == "min_size"}
         key = repr(sorted(split.items()))
-        if split_cache.get("key") != key:
+        if split_key[0] != key:
             split_cache.clear()
-            split_cache["key"] = key
+            split_key[0] = key
         if t not in split_cache:
             split_cache[t] = centers_split(p["seg"], p["centers"], **split)
-        return centers_finish(split_cache[t].copy(), p["seg"], **{k: full[k] for k in CENTERS_FINISH_PARAMS})
+        finish = {k: full[k] for k in CENTERS_FINISH_PARAMS}
+        return centers_finish(split_cache[t].copy(), p["seg"], **finish)
 
     scores: dict[str, float] = {}
 
