@@ -202,6 +202,13 @@ def test_centers_watershed_end_slices_equal_the_two_stages() -> None:
     staged = pp.centers_finish(split, prob, end_threshold=0.9, end_fraction=0.5, min_size=0, fill_holes=False)
     assert np.array_equal(full, staged)
     off = centers_watershed(prob, centers, fill_holes=False, **kw)  # default end_threshold 0: unchanged
+    # the two stages take every parameter of centers_watershed between them
+    stages = set(pp.CENTERS_SPLIT_PARAMS) | set(pp.CENTERS_FINISH_PARAMS)
+    assert stages == set(parameter_names("centers_watershed"))
+    # trimming off (end_threshold not above prob_threshold): end_fraction does not matter
+    assert pp.canonical_params("centers_watershed", {"end_threshold": 0.5, "end_fraction": 0.3}) == \
+        pp.canonical_params("centers_watershed", {"end_fraction": 0.9})
+    assert pp.canonical_params("centers_watershed", {"end_threshold": 0.9})["end_fraction"] == 0.8
     assert np.array_equal(off > 0, lab > 0)
     with pytest.raises(ValueError, match=r"end_fraction=1.5 \(must be in \[0, 1\]\)"):
         centers_watershed(prob, centers, end_fraction=1.5)

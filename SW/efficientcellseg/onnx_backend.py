@@ -243,16 +243,17 @@ def calibration_inputs(model: LoadedModel, n: int = CALIBRATION_INPUTS) -> np.nd
                          "add \"dataset\" to config.json or use --precision fp32")
     cfg = get_dataset(str(dataset))
     size = int(model.config.get("input_size", cfg.input_size))
+    seen: list[np.ndarray] = []
+
+    def record(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.numpy().astype(np.float32, copy=True))
+        return torch.zeros(x.shape[0], x.shape[-2], x.shape[-1])
+
     chosen = []
     for seed in CALIBRATION_SEEDS:
         raw, _ = generate_frame_for_benchmark(cfg.key, seed=seed, small=cfg.key == "TRIC")
         pc = pseudocolor_stack(raw) if model.config.get("pseudocolor", True) else grey_stack(raw)
-        seen: list[np.ndarray] = []
-
-        def record(x: torch.Tensor, seen: list[np.ndarray] = seen) -> torch.Tensor:
-            seen.append(x.numpy().astype(np.float32, copy=True))
-            return torch.zeros(x.shape[0], x.shape[-2], x.shape[-1])
-
+        seen.clear()
         predict_slices({"record": record}, pc, cfg, 1, torch.device("cpu"))
         inputs = np.concatenate(seen)
         if inputs.shape[-2:] != (size, size):

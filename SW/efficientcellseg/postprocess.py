@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -322,10 +322,6 @@ def centers_watershed(
                           min_size=min_size, fill_holes=fill_holes)
 
 
-CENTERS_FINISH_PARAMS = ("end_threshold", "end_fraction", "min_size", "fill_holes")
-"""The parameters of :func:`centers_finish`; :func:`centers_split` takes the others and ``min_size``."""
-
-
 def centers_split(prob: np.ndarray, centers: np.ndarray, *, prob_threshold: float, center_threshold: float,
                   center_min_distance: float, z_scale: float, min_size: int) -> np.ndarray:
     """First stage of :func:`centers_watershed`: int32 labels of the split components, not consecutive."""
@@ -474,19 +470,46 @@ _METHODS: Mapping[str, Callable[..., np.ndarray]] = {
 }
 
 
+def _keyword_defaults(fn: Callable[..., Any]) -> dict[str, Any]:
+    """Keyword-only parameters of ``fn`` and their defaults, in signature order."""
+    return {p.name: p.default for p in inspect.signature(fn).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+CENTERS_SPLIT_PARAMS = tuple(_keyword_defaults(centers_split))
+"""The :func:`centers_watershed` parameters of its first stage, :func:`centers_split`."""
+CENTERS_FINISH_PARAMS = tuple(_keyword_defaults(centers_finish))
+"""The :func:`centers_watershed` parameters of its second stage, :func:`centers_finish` (``min_size`` is in
+both stages)."""
+
+
 def parameter_names(kind: str) -> tuple[str, ...]:
     """The parameters ``kind`` accepts (its keyword-only arguments)."""
     if kind not in _METHODS:
         raise ValueError(f"unknown post-processing kind {kind!r}; known kinds: {', '.join(_METHODS)}")
-    sig = inspect.signature(_METHODS[kind])
-    return tuple(p.name for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY)
+    return tuple(_keyword_defaults(_METHODS[kind]))
 
 
-def parameter_defaults(kind: str) -> dict[str, Any]:
-    """The default value of every parameter of ``kind``."""
-    parameter_names(kind)  # checks kind
-    sig = inspect.signature(_METHODS[kind])
-    return {p.name: p.default for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+def check_parameter_names(kind: str, names: Iterable[str]) -> None:
+    """ValueError naming the unknown parameter names of ``kind`` and the allowed ones, if there are any."""
+    allowed = parameter_names(kind)
+    unknown = sorted(set(names) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown {kind} parameter(s) {unknown}; allowed: {list(allowed)}")
+
+
+def canonical_params(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` completed with the defaults of ``kind``, settings that cannot change the result normalised:
+    two parameter sets with equal canonical forms give the same labels (``tune`` scores each once).
+
+    Only case so far: end-slice trimming that is off (``end_threshold`` not above ``prob_threshold``) makes
+    ``end_fraction`` irrelevant.
+    """
+    check_parameter_names(kind, params)
+    full = {**_keyword_defaults(_METHODS[kind]), **params}
+    if kind == "centers_watershed" and not full["end_threshold"] > full["prob_threshold"]:
+        full.update(end_threshold=0.0, end_fraction=0.0)
+    return full
 
 
 def postprocess(
@@ -497,10 +520,7 @@ def postprocess(
     Unknown parameter names raise ValueError naming them and the allowed ones; ``centers`` is required by
     ``centers_watershed`` and rejected by the other kinds.
     """
-    allowed = parameter_names(kind)
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown {kind} parameter(s) {unknown}; allowed: {list(allowed)}")
+    check_parameter_names(kind, params)
     if kind == "centers_watershed":
         if centers is None:
             raise ValueError("centers_watershed needs the cell-centre heatmap: pass centers=")

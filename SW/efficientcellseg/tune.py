@@ -76,10 +76,11 @@ def tune_postprocess(
     from efficientcellseg.infer import build_segmenter
     from efficientcellseg.postprocess import (
         CENTERS_FINISH_PARAMS,
+        CENTERS_SPLIT_PARAMS,
+        canonical_params,
         centers_finish,
         centers_split,
-        parameter_defaults,
-        parameter_names,
+        check_parameter_names,
         postprocess,
     )
 
@@ -88,9 +89,7 @@ def tune_postprocess(
     seg = build_segmenter(dataset, model_dir=model_dir, centers_model_dir=centers_model_dir, device=device)
     kind = seg.cfg.postprocess
     grid = dict(grid if grid is not None else DEFAULT_GRIDS[kind])
-    unknown = sorted((set(grid) | set(seg.params)) - set(parameter_names(kind)))
-    if unknown:
-        raise ValueError(f"unknown {kind} parameter(s) {unknown}; allowed: {list(parameter_names(kind))}")
+    check_parameter_names(kind, set(grid) | set(seg.params))  # before the network pass
     gts = list_gt_files(gt_dir)
     frames = {f.index: f for f in list_frames(input_dir)}
     ts = sorted({g.t for g in gts} & set(frames))
@@ -107,33 +106,29 @@ def tune_postprocess(
         probs[t] = seg.probabilities(read_frame(frames[t].path, max_z=seg.cfg.max_z), all_slices=True)
     log.info("network on %d frames in %.1fs; %d reference objects", len(ts), time.perf_counter() - t0, n_obj)
 
-    defaults = parameter_defaults(kind)
-    split_key = [""]
-    split_cache: dict[int, np.ndarray] = {}
+    # The watershed does not depend on the end-slice settings: keep it (per frame) while only those change;
+    # they vary fastest in the grid, so one watershed setting is held at a time.
+    watersheds: dict[str, dict[int, np.ndarray]] = {}
 
-    def labels_for(t: int, params: Mapping[str, Any]) -> np.ndarray:
+    def labels_for(t: int, full: Mapping[str, Any]) -> np.ndarray:
         p = probs[t]
         if kind != "centers_watershed":
-            return postprocess(kind, p["seg"], params, centers=p.get("centers"))
-        # The watershed does not depend on the end-slice settings: reuse it while only those change (they
-        # vary fastest in the grid, so one cached watershed per frame is enough).
-        full = {**defaults, **params}
-        split = {k: v for k, v in full.items() if k not in CENTERS_FINISH_PARAMS or k == "min_size"}
+            return postprocess(kind, p["seg"], full, centers=p.get("centers"))
+        split = {k: full[k] for k in CENTERS_SPLIT_PARAMS}
         key = repr(sorted(split.items()))
-        if split_key[0] != key:
-            split_cache.clear()
-            split_key[0] = key
-        if t not in split_cache:
-            split_cache[t] = centers_split(p["seg"], p["centers"], **split)
+        if key not in watersheds:
+            watersheds.clear()
+            watersheds[key] = {}
+        frames_ws = watersheds[key]
+        if t not in frames_ws:
+            frames_ws[t] = centers_split(p["seg"], p["centers"], **split)
         finish = {k: full[k] for k in CENTERS_FINISH_PARAMS}
-        return centers_finish(split_cache[t].copy(), p["seg"], **finish)
+        return centers_finish(frames_ws[t].copy(), p["seg"], **finish)
 
     scores: dict[str, float] = {}
 
     def run(params: Mapping[str, Any]) -> float:
-        full = {**defaults, **params}
-        if kind == "centers_watershed" and not full["end_threshold"] > full["prob_threshold"]:
-            full.update(end_threshold=0.0, end_fraction=0.0)  # trimming is off: the fraction does not matter
+        full = canonical_params(kind, params)
         key = repr(sorted(full.items()))
         if key not in scores:
             scores[key] = _score({t: labels_for(t, full) for t in probs}, gts, gt_arrays)
