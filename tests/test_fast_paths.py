@@ -191,3 +191,26 @@ def test_large_frames_pseudocolor_in_float16_same_masks(calibrated, monkeypatch)
     assert seen == [np.float16] and half.dtype == np.float32
     thr = float(np.median(ref))  # half of the pixels foreground: the comparison is not vacuous
     assert _iou(half > thr, ref > thr) >= 0.99, _iou(half > thr, ref > thr)
+
+
+def test_shared_outputs_one_pass_per_batch() -> None:
+    """SharedOutputs serves each channel of a multi-output runner from one network pass per input batch."""
+    from efficientcellseg.errors import ModelError
+    from efficientcellseg.infer import SharedOutputs
+
+    calls = []
+
+    def net(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x)
+        return torch.stack([x[:, 0], 1 - x[:, 0]], 1)
+
+    shared = SharedOutputs(net, ("seg", "centers"))
+    runners = shared.outputs()
+    x = torch.rand(3, 3, 8, 8)
+    seg, cen = runners["seg"](x), runners["centers"](x)
+    assert len(calls) == 1 and shared.passes == 1
+    assert torch.equal(seg, x[:, 0]) and torch.equal(cen, 1 - x[:, 0])
+    runners["seg"](x.clone())  # another tensor (equal values): a new pass, never a stale output
+    assert shared.passes == 2
+    with pytest.raises(ModelError, match="expected 3 channels"):
+        SharedOutputs(net, ("a", "b", "c")).outputs()["a"](x)

@@ -145,3 +145,21 @@ def test_corrupt_model_weights(tmp_path, untrained_models) -> None:
         f.write(b"\xff\xff")
     res = _run("run_TRIC.sh", "01", str(tmp_path), models=models)
     _assert_one_line_error(res, "weights.safetensors", "sha256 mismatch")
+
+
+def test_run_script_mda231_one_network_two_outputs(tmp_path, untrained_models) -> None:
+    """MDA231 with one network giving foreground and centre heatmap (task seg_centers): run_MDA231.sh uses it
+    alone (no centre folder needed), writes a complete result and the masks equal the in-process pipeline's."""
+    from efficientcellseg.infer import build_segmenter
+
+    models = tmp_path / "models"
+    create_untrained_model_folder(models / get_dataset("MDA231").models["seg"], "MDA231", task="seg_centers",
+                                  seed=2)
+    ds = generate(profile="MDA231", out_root=tmp_path, seq="01", frames=1, seed=11)
+    res = _run("run_MDA231.sh", "01", str(tmp_path), models=models)
+    assert res.returncode == 0, res.stderr[-2000:]
+    seg = build_segmenter("MDA231", models / get_dataset("MDA231").models["seg"])
+    assert seg.shared_forward and set(seg.runners) == {"seg", "centers"}
+    mask = tifffile.imread(ds / "01_RES" / "mask000.tif")
+    assert mask.dtype == np.uint16 and sorted(p.name for p in (ds / "01_RES").iterdir()) == ["mask000.tif"]
+    np.testing.assert_array_equal(mask, seg.segment(tifffile.imread(ds / "01" / "t000.tif")))

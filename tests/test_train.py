@@ -178,3 +178,30 @@ def test_init_from_folder_and_weight_average(tric: Path, tmp_path: Path) -> None
     # a folder with another architecture is refused with a clear message
     with pytest.raises(Exception, match="architecture"):
         train(_cfg(tric, tmp_path / "d", init_from=a, decoder_channels=(32, 24, 16, 8)))
+
+
+def test_two_output_seg_centers_model(tric: Path, tmp_path: Path) -> None:
+    """Task seg_centers: one network, channel 0 foreground (binary target), channel 1 centre heatmap; starts
+    from a one-output seg folder (its head becomes channel 0, channel 1 is new); both thresholds are stored."""
+    cfg = _cfg(tric, tmp_path / "sc", task="seg_centers")
+    ref = discover(cfg)[0]
+    samples = frame_samples(ref, cfg, get_dataset("TRIC"))
+    assert samples[0].target.shape[0] == 2 and samples[0].centers is not None
+    heat = torch.stack([s.target[1].float() for s in samples])
+    assert heat.max() == pytest.approx(1.0, abs=1e-3) and heat.min() >= 0
+    x, y, m = _batch(samples, np.arange(2), 64, np.random.default_rng(0), cfg)
+    assert y.shape == (2, 2, 64, 64) and set(torch.unique(y[:, 0]).tolist()) <= {0.0, 1.0}
+    logits = torch.zeros(2, 2, 64, 64, requires_grad=True)
+    _loss(logits, y, m, cfg).backward()
+    assert logits.grad[:, 0].abs().sum() > 0 and logits.grad[:, 1].abs().sum() > 0
+
+    seg = train(_cfg(tric, tmp_path / "seg"))
+    out = train(replace(cfg, init_from=seg, lr=0.0))
+    lm = load_model_folder(out)
+    assert lm.config["task"] == "seg_centers" and lm.net.init_kwargs["out_channels"] == 2
+    assert {"prob_threshold", "center_threshold"} <= set(lm.thresholds)
+    head_seg = load_model_folder(seg).net.head[0]
+    assert torch.equal(lm.net.head[0].weight[:1].float(), head_seg.weight.float())  # lr 0: channel 0 = seg head
+    assert lm.net.head[0].bias[1].item() == pytest.approx(-4.0)  # new heatmap channel starts low
+    rec = json.loads((out / "config.json").read_text())["training"]
+    assert rec["init_from"]["new_head_channels"] == [1] and "center_f1" in rec["best_validation"]

@@ -3,10 +3,15 @@
 Every random draw comes from the ``numpy.random.Generator`` passed in, so a training run is reproducible
 from its seed. Geometry (scale, crop, flips, 90-degree rotations) is applied identically to the image, the
 target and the loss mask; intensity changes (gamma, contrast/brightness, Gaussian noise) to the image only.
+
+:data:`STRONG` adds photometric changes meant to make a network rely on shape rather than on one texture or
+noise level (used with domain-randomized training data): blur, multiplicative noise, multiplication by a
+random smooth texture, per-channel gain and wider gamma/contrast/noise ranges.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +33,23 @@ class AugmentConfig:
     brightness: float = 0.08
     noise_max: float = 0.03
     p_intensity: float = 0.8
+    blur_max: float = 0.0
+    """Largest Gaussian blur sigma in network pixels (applied with probability ``p_extra``; 0 = off)."""
+    speckle_max: float = 0.0
+    """Largest sigma of multiplicative per-pixel noise (``img * (1 + n)``; 0 = off)."""
+    texture_max: float = 0.0
+    """Largest amplitude of multiplication by a random smooth field (``img * (1 + a * field)``; 0 = off)."""
+    channel_gain: float = 0.0
+    """Per-channel gain jitter (``img[c] * U(1 - g, 1 + g)``; 0 = off)."""
+    p_extra: float = 0.5
+    """Probability of each of the four changes above, drawn independently."""
+
+
+STRONG = AugmentConfig(gamma_range=(0.5, 2.0), contrast_range=(0.6, 1.4), brightness=0.15, noise_max=0.08,
+                       p_intensity=0.9, blur_max=1.5, speckle_max=0.2, texture_max=0.5, channel_gain=0.15)
+"""Photometric augmentation for training towards invariance (``train --augment strong``)."""
+
+AUGMENT_PRESETS = {"default": AugmentConfig(), "strong": STRONG, "off": AugmentConfig(enabled=False)}
 
 
 def _region_origin(size: int, src: int, centre: int | None, rng: np.random.Generator) -> int:
@@ -52,7 +74,8 @@ def random_crop(
     """A ``crop x crop`` window of (C, H, W) image, (1, H, W) target and mask, with random zoom.
 
     Windows reaching outside the slice are zero-padded with mask 0 (ignored by the loss).
-    ``fg_coords`` (K, 2) are foreground pixel positions used to centre some crops on cells.
+    ``fg_coords`` (K, 2) are foreground pixel positions used to centre some crops on cells. ``target`` may
+    have several channels (foreground + centre heatmap); ``binary_target`` thresholds only the first one.
     """
     scale = float(np.exp(rng.uniform(*np.log(cfg.scale_range)))) if cfg.enabled else 1.0
     src = max(8, int(round(crop / scale)))
@@ -68,10 +91,10 @@ def random_crop(
         stack = F.pad(stack, (0, pw, 0, ph))
     if src != crop:
         stack = F.interpolate(stack[None], size=(crop, crop), mode="bilinear", align_corners=False)[0]
-    c = image.shape[0]
-    img, tgt, msk = stack[:c], stack[c : c + 1], stack[c + 1 :]
-    if binary_target:
-        tgt = (tgt >= 0.5).float()
+    c, ct = image.shape[0], target.shape[0]
+    img, tgt, msk = stack[:c], stack[c : c + ct], stack[c + ct :]
+    if binary_target:  # the first target channel is a foreground mask; further ones (heatmaps) stay soft
+        tgt = torch.cat([(tgt[:1] >= 0.5).float(), tgt[1:]], 0)
     return img, tgt, (msk >= 0.5).float()
 
 
@@ -89,8 +112,8 @@ def augment_sample(
     k = int(rng.integers(0, 4))
     if k and stack.shape[-1] == stack.shape[-2]:
         stack = torch.rot90(stack, k, dims=(-2, -1))
-    c = image.shape[0]
-    img, target, mask = stack[:c].contiguous(), stack[c : c + 1].contiguous(), stack[c + 1 :].contiguous()
+    c, ct = image.shape[0], target.shape[0]
+    img, target, mask = stack[:c].contiguous(), stack[c : c + ct].contiguous(), stack[c + ct :].contiguous()
     if rng.random() < cfg.p_intensity:
         gamma = float(np.exp(rng.uniform(*np.log(cfg.gamma_range))))
         img = img.clamp(0, 1).pow(gamma)
@@ -102,4 +125,37 @@ def augment_sample(
             noise = rng.standard_normal(img.shape, dtype=np.float32) * sigma
             img = img + torch.from_numpy(noise)
         img = img.clamp(0, 1)
+    img = _extra_photometric(img, rng, cfg)
     return img, target, mask
+
+
+def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of a (C, H, W) tensor with reflect padding."""
+    r = max(1, int(math.ceil(2.5 * sigma)))
+    x = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = (k / k.sum()).to(img.dtype)
+    c = img.shape[0]
+    out = F.pad(img[None], (r, r, 0, 0), mode="reflect")
+    out = F.conv2d(out, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    out = F.pad(out, (0, 0, r, r), mode="reflect")
+    return F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)[0]
+
+
+def _extra_photometric(img: torch.Tensor, rng: np.random.Generator, cfg: AugmentConfig) -> torch.Tensor:
+    """Blur, multiplicative noise, random smooth texture and per-channel gain (see :data:`STRONG`)."""
+    c, h, w = img.shape
+    if cfg.blur_max > 0 and rng.random() < cfg.p_extra:
+        img = _gaussian_blur(img, float(rng.uniform(0.3, cfg.blur_max)))
+    if cfg.texture_max > 0 and rng.random() < cfg.p_extra:
+        cells = int(rng.integers(3, 17))
+        coarse = torch.from_numpy(rng.standard_normal((1, 1, cells, cells), dtype=np.float32))
+        field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)[0]
+        img = img * (1 + float(rng.uniform(0, cfg.texture_max)) * field.clamp(-2, 2) / 2)
+    if cfg.speckle_max > 0 and rng.random() < cfg.p_extra:
+        n = torch.from_numpy(rng.standard_normal((1, h, w), dtype=np.float32))
+        img = img * (1 + float(rng.uniform(0, cfg.speckle_max)) * n)
+    if cfg.channel_gain > 0 and rng.random() < cfg.p_extra:
+        g = rng.uniform(1 - cfg.channel_gain, 1 + cfg.channel_gain, (c, 1, 1)).astype(np.float32)
+        img = img * torch.from_numpy(g)
+    return img.clamp(0, 1)

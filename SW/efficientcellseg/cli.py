@@ -63,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, choices=DATASET_CHOICES, help="dataset configuration")
     p.add_argument("--data", required=True, type=Path, help="CTC dataset folder, e.g. DATA/Fluo-N3DL-TRIC")
     p.add_argument("--seqs", nargs="+", default=["01", "02"], help="training sequences (those that exist are used)")
-    p.add_argument("--task", default="seg", choices=["seg", "centers"], help="segmentation or cell-centre heatmap")
+    p.add_argument("--task", default="seg", choices=["seg", "centers", "seg_centers"],
+                   help="segmentation, cell-centre heatmap, or both from one network (two output channels)")
+    p.add_argument("--augment", default="default", choices=["default", "strong", "off"],
+                   help="augmentation preset; strong adds blur, multiplicative noise, random texture and channel "
+                        "gains for training towards invariance (use with synth --randomize data)")
     p.add_argument("--epochs", type=int, default=50, help="maximum number of epochs")
     p.add_argument("--steps-per-epoch", type=int, default=None, help="optimizer steps per epoch (default: one pass)")
     p.add_argument("--batch-size", type=int, default=8, help="training batch size")
@@ -98,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, byte-identical output")
     p.add_argument("--small", action="store_true", help="smaller frames for tests (TRIC: about 13x700x1000)")
     p.add_argument("--preview", type=Path, default=None, help="write a PNG (max projection + GT outlines)")
+    p.add_argument("--randomize", action="store_true",
+                   help="domain-randomized look (photons, noise, PSF, textures, debris, artefacts, bit depth, "
+                        "cell shapes drawn per sequence from wide ranges; see docs/synth.md) for training")
     _add_common(p)
 
     p = sub.add_parser("preview", help="draw label outlines of a result folder over the raw slices (PNG)")
@@ -142,6 +149,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
+    from efficientcellseg.augment import AUGMENT_PRESETS
     from efficientcellseg.train import TrainConfig, train
 
     cfg = TrainConfig(
@@ -150,7 +158,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         pseudocolor=not a.grey, decoder_channels=tuple(a.decoder_channels) if a.decoder_channels else None,
         out=a.out, device=a.device, encoder_weights=a.encoder_weights, seed=a.seed, resume=a.resume,
         init_from=a.init_from, ema_decay=a.ema_decay, time_limit_min=a.time_limit, val_fraction=a.val_fraction,
-        patience=a.patience, threads=a.threads,
+        patience=a.patience, threads=a.threads, augment=AUGMENT_PRESETS[a.augment],
     )
     train(cfg)
     return 0
@@ -160,7 +168,7 @@ def _cmd_synth(a: argparse.Namespace) -> int:
     from efficientcellseg.synth import generate
 
     ds = generate(profile=a.profile, out_root=a.out, seq=a.seq, frames=a.frames, seed=a.seed, small=a.small,
-                  preview=a.preview)
+                  preview=a.preview, randomize=a.randomize)
     log.info("wrote %s", ds)
     return 0
 

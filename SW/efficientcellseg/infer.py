@@ -82,8 +82,40 @@ class BatchFallback:
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
+class SharedOutputs:
+    """One forward pass of a network with several output channels, served to several consumers by name.
+
+    ``outputs()`` gives one runner per channel (``(B, h, w)`` each). Runners called in turn on the *same*
+    input tensor share one pass of the network: the last input and output are kept, and an identical object
+    (``is``) returns the stored output. MDA231's two-output model gives foreground and centre heatmap this way.
+    """
+
+    def __init__(self, runner: Callable[[torch.Tensor], torch.Tensor], names: tuple[str, ...]) -> None:
+        self.runner = runner
+        self.names = names
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.passes = 0
+        """Number of network passes made (for tests and timing)."""
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        if self._last is not None and self._last[0] is x:
+            return self._last[1]
+        y = self.runner(x)
+        if y.ndim != 4 or y.shape[1] != len(self.names):
+            raise ModelError(f"the network gave outputs of shape {tuple(y.shape)}; expected {len(self.names)} "
+                             f"channels ({', '.join(self.names)})")
+        self.passes += 1
+        self._last = (x, y)
+        return y
+
+    def outputs(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+        """``{name: runner}`` with each runner returning its channel as (B, h, w)."""
+        return {name: (lambda x, k=k: self._run(x)[:, k]) for k, name in enumerate(self.names)}
+
+
 class TorchRunner:
-    """Runs a network on (B, 3, h, w) batches at network scale and returns (B, h, w) sigmoid probabilities.
+    """Runs a network on (B, 3, h, w) batches at network scale and returns (B, h, w) sigmoid probabilities
+    ((B, C, h, w) for a network with C > 1 outputs, see :class:`SharedOutputs`).
 
     ``precision``: ``auto`` (fp16 autocast on CUDA, fp32 on CPU), ``fp32``, ``fp16`` (CUDA only) or ``bf16``
     (autocast; on CPUs with native bfloat16 support, e.g. AVX512-BF16/AMX, about 1.4x faster than fp32).
@@ -129,7 +161,8 @@ class TorchRunner:
                 dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
                 with torch.autocast(self.device.type, dtype=dtype):
                     y = self._forward_net(x)
-            return torch.sigmoid(y.float())[:, 0]
+            y = torch.sigmoid(y.float())
+            return y[:, 0] if y.shape[1] == 1 else y
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self._chunked(x)
@@ -232,6 +265,8 @@ class Segmenter:
     batch_size: int
     pseudocolor: bool = True
     timer: StageTimer = field(default_factory=StageTimer)
+    shared_forward: bool = False
+    """True when all outputs come from one network pass (MDA231's two-output model)."""
 
     def probabilities(self, raw: np.ndarray, all_slices: bool = False) -> dict[str, np.ndarray]:
         """Network outputs (``seg`` and, for MDA231, ``centers``) as (Z, Y, X) float32 in [0, 1].
@@ -250,7 +285,7 @@ class Segmenter:
         with self.timer.stage("pseudocolor"):
             pc = pseudocolor_stack(raw, out_dtype=dtype) if self.pseudocolor else grey_stack(raw, out_dtype=dtype)
         with self.timer.stage("network"):
-            if all_slices or self.cfg.postprocess != "centers_watershed":
+            if all_slices or self.shared_forward or self.cfg.postprocess != "centers_watershed":
                 return predict_slices(self.runners, pc, self.cfg, self.batch_size, self.device)
             out = predict_slices({"seg": self.runners["seg"]}, pc, self.cfg, self.batch_size, self.device)
             need = np.flatnonzero((out["seg"] > self.params["prob_threshold"]).any(axis=(1, 2)))
@@ -297,15 +332,22 @@ def build_segmenter(
 ) -> Segmenter:
     """Load and verify the dataset's model folder(s) and prepare the runners and post-processing parameters.
 
+    A segmentation folder whose task is ``seg_centers`` (one network, outputs foreground and centre heatmap)
+    serves both outputs and no centre folder is loaded; otherwise MDA231 uses a second, centre network (the
+    paper's configuration).
+
     ``precision`` (see :class:`TorchRunner`): ``auto`` keeps fp32 on the CPU (ONNX Runtime) and fp16 autocast
     on CUDA; ``bf16`` trades exactness for speed on CPUs with native bfloat16.
     """
     cfg = get_dataset(dataset)
     dev = select_device(device)
-    tasks = {"seg": model_dir}
-    if cfg.postprocess == "centers_watershed":
-        tasks["centers"] = centers_model_dir
-    models = {t: load_model_folder(resolve_model_dir(cfg, t, d), device="cpu") for t, d in tasks.items()}
+    models = {"seg": load_model_folder(resolve_model_dir(cfg, "seg", model_dir), device="cpu")}
+    two_outputs = models["seg"].config.get("task") == "seg_centers"
+    if two_outputs and centers_model_dir is not None:
+        raise ModelError(f"{models['seg'].folder} gives the centre heatmap itself (task seg_centers); "
+                         "leave out the centre model")
+    if cfg.postprocess == "centers_watershed" and not two_outputs:
+        models["centers"] = load_model_folder(resolve_model_dir(cfg, "centers", centers_model_dir), device="cpu")
     pseudo = {bool(m.config.get("pseudocolor", True)) for m in models.values()}
     if len(pseudo) != 1:
         raise ModelError("the segmentation and centre models disagree on pseudocoloring; retrain one of them")
@@ -317,12 +359,15 @@ def build_segmenter(
     params = dict(cfg.postprocess_defaults)
     for m in models.values():
         params.update(m.thresholds)
-    runners = {t: make_runner(m, dev, backend, precision) for t, m in models.items()}
+    if two_outputs:
+        runners = SharedOutputs(make_runner(models["seg"], dev, backend, precision), ("seg", "centers")).outputs()
+    else:
+        runners = {t: make_runner(m, dev, backend, precision) for t, m in models.items()}
     if batch_size is None:
         batch_size = 16 if dev.type == "cuda" else 1
     if batch_size < 1:
         raise ModelError(f"--batch-size must be >= 1, got {batch_size}")
-    return Segmenter(cfg, runners, params, dev, batch_size, pseudocolor=pseudo.pop())
+    return Segmenter(cfg, runners, params, dev, batch_size, pseudocolor=pseudo.pop(), shared_forward=two_outputs)
 
 
 def make_runner(model: LoadedModel, device: torch.device, backend: str,

@@ -50,7 +50,8 @@ class _ProbabilityHead(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(x))[:, 0]
+        y = torch.sigmoid(self.net(x))
+        return y[:, 0] if y.shape[1] == 1 else y
 
 
 EXPORT_VERSION = 2

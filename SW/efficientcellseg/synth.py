@@ -43,6 +43,7 @@ from scipy import ndimage as ndi
 from efficientcellseg.ctc_io import write_text_atomic, write_tiff_atomic
 from efficientcellseg.datasets import get_dataset
 from efficientcellseg.log import progress
+from efficientcellseg.randomize import SequenceLook, cell_properties, draw_sequence, render_random
 
 log = logging.getLogger(__name__)
 
@@ -472,12 +473,44 @@ def _profile(name: str) -> Profile:
     return PROFILE_DEFS[key]
 
 
-def simulator(profile: str, seed: int = 0, seq: str = "01", small: bool = False) -> "_Sim":
-    """A fresh simulation of ``profile`` (frame shape from ``seq`` and ``small``); iterate ``run(frames)``."""
+def simulator(profile: str, seed: int = 0, seq: str = "01", small: bool = False,
+              look: SequenceLook | None = None) -> "_Sim":
+    """A fresh simulation of ``profile`` (frame shape from ``seq`` and ``small``); iterate ``run(frames)``.
+
+    With a randomized ``look`` the cells' sizes, thickness, outlines and number are changed as it says."""
     prof = _profile(profile)
     sim = _Sim(prof, prof.shape(seq, small), seed)
     prof.init(sim)
+    if look is not None:
+        _randomize_geometry(sim, look, np.random.default_rng([seed, 4]))
     return sim
+
+
+MAX_WAVE_AMPLITUDE = 0.6
+"""Cap on a part's total surface-wave amplitude after randomization (keeps the radial function positive)."""
+
+
+def _randomize_geometry(sim: _Sim, look: SequenceLook, rng: np.random.Generator) -> None:
+    """Scale, stretch, roughen and thin out (or add to) the initial cells of ``sim`` as ``look`` draws."""
+    if look.density > 1 and sim.profile.key == "MDA231":
+        extra = _Sim(sim.profile, sim.shape, int(rng.integers(2**31)))
+        sim.profile.init(extra)
+        n_add = int(round((look.density - 1) * len(sim.cells)))
+        for cell in extra.cells[:n_add]:
+            cell.id = sim.new_id()
+            sim.cells.append(cell)
+    elif look.density < 1 and len(sim.cells) > 1:
+        keep = rng.random(len(sim.cells)) < look.density
+        keep[int(rng.integers(len(sim.cells)))] = True
+        sim.cells = [c for c, k in zip(sim.cells, keep, strict=True) if k]
+    el = math.sqrt(look.elongation)
+    scale = np.array([look.shape_z, look.shape_xy / el, look.shape_xy * el])
+    for cell in sim.cells:
+        for p in cell.parts:
+            p.axes = p.axes * scale
+            p.offset = p.offset * np.array([look.shape_z, look.shape_xy, look.shape_xy])
+            if p.amp.size:
+                p.amp = p.amp * min(look.irregularity, MAX_WAVE_AMPLITUDE / float(p.amp.sum()))
 
 
 def generate_frame_for_benchmark(profile: str, seed: int = 0, small: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -488,8 +521,13 @@ def generate_frame_for_benchmark(profile: str, seed: int = 0, small: bool = Fals
 
 
 def generate(profile: str, out_root: str | os.PathLike, seq: str = "01", frames: int | None = None,
-             seed: int = 0, small: bool = False, preview: str | os.PathLike | None = None) -> Path:
-    """Write a synthetic sequence ``seq`` of ``profile`` under ``out_root`` in CTC layout; return the dataset folder."""
+             seed: int = 0, small: bool = False, preview: str | os.PathLike | None = None,
+             randomize: bool = False) -> Path:
+    """Write a synthetic sequence ``seq`` of ``profile`` under ``out_root`` in CTC layout; return the dataset folder.
+
+    ``randomize`` draws the sequence's look and cell geometry from the wide ranges of
+    :mod:`efficientcellseg.randomize` (domain randomization for training) instead of the profile's fixed look.
+    """
     prof = _profile(profile)
     cfg = get_dataset(prof.key)
     n = prof.default_frames if frames is None else int(frames)
@@ -505,10 +543,16 @@ def generate(profile: str, out_root: str | os.PathLike, seq: str = "01", frames:
     nd = _digits(n)
     stats = {"objects_per_frame": [], "gold_objects": 0}
     preview_data = None
-    sim = simulator(prof.key, seed=seed, seq=seq, small=small)
+    look = draw_sequence(np.random.default_rng([seed, 5])) if randomize else None
+    cells = cell_properties(look, np.random.default_rng([seed, 6])) if look is not None else None
+    sim = simulator(prof.key, seed=seed, seq=seq, small=small, look=look)
     for t, lab, dist, levels in progress(sim.run(n), total=n, desc=f"synth {prof.key} {seq}", unit="frame"):
         tt = f"{t:0{nd}d}"
-        raw = render(lab, dist, levels, prof.imaging, t, np.random.default_rng([seed, 2, t]))
+        frame_rng = np.random.default_rng([seed, 2, t])
+        if look is None:
+            raw = render(lab, dist, levels, prof.imaging, t, frame_rng)
+        else:
+            raw = render_random(lab, dist, levels, look, cells, t, frame_rng)
         lab16 = lab.astype(np.uint16)
         write_tiff_atomic(raw_dir / f"t{tt}.tif", raw)
         write_tiff_atomic(tra_dir / f"man_track{tt}.tif", lab16, compression="zlib")
@@ -532,7 +576,8 @@ def generate(profile: str, out_root: str | os.PathLike, seq: str = "01", frames:
     meta["note"] = "SYNTHETIC data, not Cell Tracking Challenge data"
     meta.setdefault("sequences", {})[seq] = {
         "profile": prof.key, "seed": seed, "frames": n, "small": small, "shape": list(sim.shape),
-        "version": GENERATOR_VERSION, "dtype": prof.imaging.dtype, "tracks": len(sim.tracks),
+        "version": GENERATOR_VERSION, "dtype": prof.imaging.dtype if look is None else look.dtype,
+        "randomized": None if look is None else look.to_json(), "tracks": len(sim.tracks),
         "objects_per_frame": stats["objects_per_frame"], "gold_objects": stats["gold_objects"],
     }
     write_text_atomic(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")

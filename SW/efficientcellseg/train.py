@@ -14,6 +14,9 @@ Training samples, per frame:
   from annotated objects are *unknown*: the loss is computed only on the annotated objects and a background
   ring of ``ring_px`` network pixels around them; everything else is masked out.
 
+Task ``seg_centers`` trains one network with both outputs (channel 0 foreground, channel 1 centre heatmap; loss
+= segmentation loss + ``center_weight`` x focal loss), so MDA231 needs one forward pass per slice instead of two.
+
 Cell-centre targets (MDA231's second model) are Gaussian heatmaps around each object's 3D centroid, computed
 from full 3D labels (GT or ST) with the anisotropic voxel size: sigma ``center_sigma`` network pixels in xy and
 the matching number of slices in z (at least one slice).
@@ -55,6 +58,9 @@ from efficientcellseg.preprocess import network_shape, resize_to_network
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
+TASKS = ("seg", "centers", "seg_centers")
+"""``seg_centers``: one network with two output channels, foreground (0) and centre heatmap (1)."""
+NEEDS_3D = ("centers", "seg_centers")
 THRESHOLD_GRID = tuple(round(0.3 + 0.05 * i, 2) for i in range(9))  # 0.30 .. 0.70
 CENTER_THRESHOLD_GRID = tuple(round(0.1 + 0.05 * i, 2) for i in range(13))  # 0.10 .. 0.70
 
@@ -92,6 +98,8 @@ class TrainConfig:
     # Not on the command line:
     bce_weight: float = 1.0
     """Weight of BCE added to the Dice loss (0 = the paper's pure Dice)."""
+    center_weight: float = 1.0
+    """Weight of the centre loss against the segmentation loss for ``seg_centers``."""
     center_sigma: float = 3.0
     """Gaussian sigma of the centre heatmap in network pixels (xy)."""
     ring_px: int = 12
@@ -115,7 +123,7 @@ class Sample:
     image: torch.Tensor
     """(3, H, W) float16 in [0, 1]."""
     target: torch.Tensor
-    """(1, H, W) float16: foreground (seg) or centre heatmap."""
+    """(C, H, W) float16: foreground (seg), centre heatmap (centers) or both (seg_centers, C = 2)."""
     mask: torch.Tensor | None
     """(1, H, W) uint8 loss mask (1 = known) or None when every pixel is known."""
     fg: np.ndarray
@@ -170,13 +178,13 @@ def discover(cfg: TrainConfig) -> list[_FrameRef]:
             full = next((g.path for g in gts if g.t == t and g.z is None), None)
             slices = {g.z: g.path for g in gts if g.t == t and g.z is not None}
             ref = _FrameRef(seq, t, frames[t], full, slices, st.get(t))
-            if cfg.task == "centers" and ref.gt_full is None and ref.st is None:
+            if cfg.task in NEEDS_3D and ref.gt_full is None and ref.st is None:
                 continue
             if ref.gt_full is None and not ref.gt_slices and ref.st is None:
                 continue
             refs.append(ref)
     if not refs:
-        hint = " (centre targets need 3D labels: add --use-st)" if cfg.task == "centers" and not cfg.use_st else ""
+        hint = " (centre targets need 3D labels: add --use-st)" if cfg.task in NEEDS_3D and not cfg.use_st else ""
         raise CTCInputError(f"{data}: no frame of {seqs} has labels usable for task {cfg.task!r}{hint}")
     return refs
 
@@ -254,13 +262,25 @@ def _init_from_folder(net: torch.nn.Module, folder: Path) -> dict[str, Any]:
     from efficientcellseg.weights import load_model_folder
 
     lm = load_model_folder(folder)  # fp32 network rebuilt from the folder's architecture kwargs
-    if lm.net.init_kwargs != net.init_kwargs:
+    have, want = dict(lm.net.init_kwargs), dict(net.init_kwargs)
+    n_have, n_want = have.pop("out_channels", 1), want.pop("out_channels", 1)
+    if have != want or n_have > n_want:
         raise ModelError(f"{folder}: architecture {lm.net.init_kwargs} differs from the one to train "
                          f"{net.init_kwargs}; use a folder trained with the same decoder and outputs")
-    net.load_state_dict(lm.net.state_dict())
+    state = lm.net.state_dict()
+    if n_have < n_want:  # e.g. a one-output seg model starting a seg_centers model: extra head channels are new
+        own = net.state_dict()
+        for k in ("head.0.weight", "head.0.bias"):
+            own[k][:n_have] = state[k]
+            state[k] = own[k]
+        log.info("head channels %d..%d of %s are new (not in %s)", n_have, n_want - 1, net.__class__.__name__,
+                 folder)
+    net.load_state_dict(state)
     log.info("initialised all weights from %s (sha256 %s)", folder, lm.sha256[:12])
     prev = lm.config.get("training", {})
     summary = {"folder": str(folder), "sha256": lm.sha256}
+    if n_have < n_want:
+        summary["new_head_channels"] = list(range(n_have, n_want))
     summary.update({k: prev[k] for k in ("epochs", "steps", "wall_time_s", "device", "init_from") if k in prev})
     return summary
 
@@ -318,7 +338,8 @@ def frame_samples(ref: _FrameRef, cfg: TrainConfig, ds: DatasetConfig) -> list[S
         source = "st"
     samples: list[Sample] = []
     key = (ref.seq, ref.t)
-    if cfg.task == "centers":
+    heat = cen_net = None
+    if cfg.task in NEEDS_3D:
         assert labels3d is not None  # discover() guarantees 3D labels for centres
         cen = _object_centres(labels3d)
         sy, sx = shape[0] / raw.shape[1], shape[1] / raw.shape[2]
@@ -326,6 +347,7 @@ def frame_samples(ref: _FrameRef, cfg: TrainConfig, ds: DatasetConfig) -> list[S
         vz, vy, _ = ds.voxel_size_zyx
         sigma_z = max(1.0, cfg.center_sigma / sy * vy / vz)
         heat = centre_heatmaps(cen_net, n_z, shape, cfg.center_sigma, sigma_z)
+    if cfg.task == "centers":
         for z in range(n_z):
             samples.append(Sample(imgs[z], torch.from_numpy(heat[z][None]).half(), None,
                                   _fg_coords(heat[z], None), (*key, z), source, cen_net))
@@ -340,8 +362,9 @@ def frame_samples(ref: _FrameRef, cfg: TrainConfig, ds: DatasetConfig) -> list[S
             source = "st+gold" if ref.gt_slices else "st"
         fg_net = _resize_maps(fg, shape)
         for z in range(n_z):
-            samples.append(Sample(imgs[z], torch.from_numpy(fg_net[z][None]).half(), None,
-                                  _fg_coords(fg_net[z], None), (*key, z), source))
+            target = fg_net[z][None] if heat is None else np.stack([fg_net[z], heat[z]])
+            samples.append(Sample(imgs[z], torch.from_numpy(target).half(), None,
+                                  _fg_coords(fg_net[z], None), (*key, z), source, cen_net))
         return samples
     for z, p in sorted(ref.gt_slices.items()):
         if not 0 <= z < n_z:
@@ -382,7 +405,8 @@ def _pad16(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
 @torch.no_grad()
 def predict_samples(net: torch.nn.Module, samples: list[Sample], device: torch.device,
                     batch_size: int = 4) -> list[np.ndarray]:
-    """Sigmoid outputs (H, W) float32 for whole network-scale slices (padded to multiples of 16)."""
+    """Sigmoid outputs (H, W) float32 for whole network-scale slices (padded to multiples of 16); for a network
+    with several outputs, (C, H, W)."""
     net.eval()
     out: list[np.ndarray] = []
     i = 0
@@ -393,8 +417,8 @@ def predict_samples(net: torch.nn.Module, samples: list[Sample], device: torch.d
             j += 1
         x = torch.stack([s.image.float() for s in samples[i:j]]).to(device)
         x, h, w = _pad16(x)
-        p = torch.sigmoid(net(x.contiguous(memory_format=torch.channels_last)).float())[:, 0, :h, :w]
-        out.extend(p.cpu().numpy())
+        p = torch.sigmoid(net(x.contiguous(memory_format=torch.channels_last)).float())[:, :, :h, :w]
+        out.extend(p[:, 0].cpu().numpy() if p.shape[1] == 1 else p.cpu().numpy())
         i = j
     return out
 
@@ -405,7 +429,7 @@ def iou_counts(probs: list[np.ndarray], samples: list[Sample],
     counts = np.zeros((len(thresholds), 4), np.int64)
     thr = np.asarray(thresholds, np.float32)[:, None]
     for p, s in zip(probs, samples):
-        y = s.target[0].float().numpy() >= 0.5
+        y = s.target[0].float().numpy() >= 0.5  # channel 0 is the foreground for seg and seg_centers
         known = np.ones_like(y) if s.mask is None else s.mask[0].numpy().astype(bool)
         pv, yv = p[known][None], y[known][None]
         pred = pv >= thr
@@ -459,18 +483,33 @@ def centre_detection_f1(probs: list[np.ndarray], samples: list[Sample], min_dist
 def validate(net: torch.nn.Module, samples: list[Sample], task: str, device: torch.device) -> dict[str, Any]:
     """Validation score (``score``: foreground IoU at 0.5, or soft heatmap IoU for centres) and thresholds."""
     probs = predict_samples(net, samples, device)
+    if task == "seg_centers":  # both scores; the mean of foreground IoU and centre F1 selects the best epoch
+        seg = _validate_seg([p[0] for p in probs], samples)
+        cen = _validate_centers([p[1] for p in probs], samples, channel=1)
+        return {**seg, "heatmap_iou": cen["score"], "center_threshold": cen["center_threshold"],
+                "center_f1": cen["center_f1"], "fg_iou": seg["score"],
+                "score": (seg["score"] + cen["center_f1"]) / 2}
     if task == "centers":
-        inter = sum(float(np.minimum(p, s.target[0].float().numpy()).sum()) for p, s in zip(probs, samples))
-        union = sum(float(np.maximum(p, s.target[0].float().numpy()).sum()) for p, s in zip(probs, samples))
-        f1 = centre_detection_f1(probs, samples)
-        k = int(np.argmax(f1))
-        return {"score": inter / max(union, 1e-9), "center_threshold": CENTER_THRESHOLD_GRID[k],
-                "center_f1": float(f1[k])}
+        return _validate_centers(probs, samples)
+    return _validate_seg(probs, samples)
+
+
+def _validate_seg(probs: list[np.ndarray], samples: list[Sample]) -> dict[str, Any]:
     fg, miou = iou_from_counts(iou_counts(probs, samples))
     k = int(np.argmax(fg))
     i05 = THRESHOLD_GRID.index(0.5)
     return {"score": float(fg[i05]), "mean_iou": float(miou[i05]), "prob_threshold": THRESHOLD_GRID[k],
             "iou_at_threshold": float(fg[k])}
+
+
+def _validate_centers(probs: list[np.ndarray], samples: list[Sample], channel: int = 0) -> dict[str, Any]:
+    heats = [s.target[channel].float().numpy() for s in samples]
+    inter = sum(float(np.minimum(p, h).sum()) for p, h in zip(probs, heats))
+    union = sum(float(np.maximum(p, h).sum()) for p, h in zip(probs, heats))
+    f1 = centre_detection_f1(probs, samples)
+    k = int(np.argmax(f1))
+    return {"score": inter / max(union, 1e-9), "center_threshold": CENTER_THRESHOLD_GRID[k],
+            "center_f1": float(f1[k])}
 
 
 # -------------------------------------------------------------------------------------------------- training
@@ -487,7 +526,7 @@ def _device(name: str) -> torch.device:
 def _batch(samples: list[Sample], idx: np.ndarray, crop: int, rng: np.random.Generator, cfg: TrainConfig
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     xs, ys, ms = [], [], []
-    binary = cfg.task != "centers"
+    binary = cfg.task != "centers"  # seg_centers: channel 0 binary, the heatmap soft
     for i in idx:
         s = samples[int(i)]
         mask = s.mask if s.mask is not None else torch.ones_like(s.target, dtype=torch.uint8)
@@ -502,6 +541,9 @@ def _batch(samples: list[Sample], idx: np.ndarray, crop: int, rng: np.random.Gen
 def _loss(logits: torch.Tensor, y: torch.Tensor, m: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     if cfg.task == "centers":
         return soft_focal_loss(logits, y, m)
+    if cfg.task == "seg_centers":
+        return (seg_loss(logits[:, :1], y[:, :1], m, cfg.bce_weight)
+                + cfg.center_weight * soft_focal_loss(logits[:, 1:], y[:, 1:], m))
     return seg_loss(logits, y, m, cfg.bce_weight)
 
 
@@ -520,6 +562,20 @@ def _model_card(name: str, cfg: TrainConfig, record: dict[str, Any], thresholds:
         else f"the data in `{record['data']}` ({cfg.data_note or 'source not recorded'})"
     )
     val = record.get("best_validation", {})
+    seqs = ((record.get("synth_record") or {}).get("sequences") or {})
+    used = [seqs[q] for q in record["seqs"] if q in seqs]
+    n_rand = sum(1 for q in used if q.get("randomized"))
+    randomized = ([f"- {n_rand} of {len(used)} training sequences are domain-randomized (`synth --randomize`: "
+                   "photons, camera, background, PSF, textures, debris, artefacts, bit depth and cell geometry "
+                   "drawn per sequence from the ranges in `efficientcellseg.randomize.RANGES`, listed in "
+                   "docs/synth.md); their draws are in config.json (`training.synth_record`)."]
+                  if n_rand else [])
+    aug = cfg.augment
+    aug_line = (f"- Augmentation: flips, rot90, zoom {aug.scale_range}, gamma {aug.gamma_range}, contrast "
+                f"{aug.contrast_range}, noise <= {aug.noise_max}"
+                + (f", blur <= {aug.blur_max} px, multiplicative noise <= {aug.speckle_max}, random texture <= "
+                   f"{aug.texture_max}, channel gain +-{aug.channel_gain}" if aug.blur_max or aug.texture_max
+                   else "") + "." if aug.enabled else "- Augmentation: off.")
     lines = [
         f"# {name}",
         "",
@@ -529,6 +585,10 @@ def _model_card(name: str, cfg: TrainConfig, record: dict[str, Any], thresholds:
         f"- Sequences {', '.join(record['seqs'])}; validation frames {record['val_frames']} (split by frame).",
         f"- Input: {'Context Aware Pseudocoloring' if cfg.pseudocolor else 'grey stack'}, network scale as in "
         f"inference (input size {ds.input_size}), random crops of {record['crop']} px, batch {cfg.batch_size}.",
+        *randomized,
+        aug_line,
+        *([f"- Outputs: channel 0 foreground probability, channel 1 cell-centre heatmap (one network; "
+           f"centre loss weight {cfg.center_weight})."] if cfg.task == "seg_centers" else []),
         f"- Encoder initialisation: {cfg.encoder_weights} (no ImageNet weights are available offline here).",
         *_init_lines(record.get("init_from")),
         *([f"- Weights: exponential moving average (decay {cfg.ema_decay}) of the training weights."]
@@ -574,8 +634,8 @@ def train(cfg: TrainConfig) -> Path:
     """Train a model as configured and write its model folder to ``cfg.out``; returns the folder."""
     t_start = time.perf_counter()
     ds = get_dataset(cfg.dataset)
-    if cfg.task not in ("seg", "centers"):
-        raise ValueError(f"task must be 'seg' or 'centers', got {cfg.task!r}")
+    if cfg.task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {cfg.task!r}")
     crop = cfg.crop or ds.input_size
     if crop % 16 or crop < 32:
         raise ValueError(f"crop must be a multiple of 16 and >= 32 network pixels, got {crop}")
@@ -588,12 +648,14 @@ def train(cfg: TrainConfig) -> Path:
     from efficientcellseg.model import PAPER_DECODER_CHANNELS, EfficientCellSeg, load_encoder_weights
 
     torch.manual_seed(cfg.seed)
-    net = EfficientCellSeg(decoder_channels=cfg.decoder_channels or PAPER_DECODER_CHANNELS)
+    net = EfficientCellSeg(decoder_channels=cfg.decoder_channels or PAPER_DECODER_CHANNELS,
+                           out_channels=2 if cfg.task == "seg_centers" else 1)
     load_encoder_weights(net, cfg.encoder_weights)
     parent = _init_from_folder(net, Path(cfg.init_from)) if cfg.init_from is not None else None
-    if parent is None and cfg.task == "centers":
+    heat_channel = {"centers": 0, "seg_centers": 1}.get(cfg.task)
+    if heat_channel is not None and (parent is None or parent.get("new_head_channels")):
         with torch.no_grad():  # start from a low heatmap everywhere (sparse targets), as CenterNet does
-            net.head[0].bias.fill_(-4.0)
+            net.head[0].bias[heat_channel].fill_(-4.0)
     arch = dict(net.init_kwargs)
 
     refs = discover(cfg)
@@ -692,7 +754,8 @@ def train(cfg: TrainConfig) -> Path:
         state["elapsed_s"] = elapsed_before + time.perf_counter() - t_start
         improved = val["score"] > state["best_score"]
         log.info("epoch %d: loss %.4f, validation %s %.4f%s (lr %.2e, %.0fs)", epoch, np.mean(losses),
-                 "IoU" if cfg.task == "seg" else "heatmap IoU", val["score"], " (best)" if improved else "",
+                 {"seg": "IoU", "centers": "heatmap IoU"}.get(cfg.task, "(IoU + centre F1)/2"), val["score"],
+                 " (best)" if improved else "",
                  opt.param_groups[0]["lr"], time.perf_counter() - t_ep)
         if improved:
             state.update(best_score=float(val["score"]), best_epoch=epoch, bad_epochs=0, best_val=val)
@@ -717,9 +780,12 @@ def train(cfg: TrainConfig) -> Path:
 
 
 def _thresholds(cfg: TrainConfig, best_val: dict[str, Any]) -> dict[str, Any]:
-    if cfg.task == "centers":
-        return {"center_threshold": float(best_val.get("center_threshold", 0.3))}
-    return {"prob_threshold": float(best_val.get("prob_threshold", 0.5))}
+    out = {}
+    if cfg.task != "centers":
+        out["prob_threshold"] = float(best_val.get("prob_threshold", 0.5))
+    if cfg.task in NEEDS_3D:
+        out["center_threshold"] = float(best_val.get("center_threshold", 0.3))
+    return out
 
 
 def _record(cfg: TrainConfig, ds: DatasetConfig, refs: list[_FrameRef], val_refs: list[_FrameRef],

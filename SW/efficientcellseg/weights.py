@@ -221,7 +221,8 @@ def create_untrained_model_folder(
     from efficientcellseg.model import PAPER_DECODER_CHANNELS, EfficientCellSeg
 
     torch.manual_seed(seed)
-    net = EfficientCellSeg(decoder_channels=decoder_channels or PAPER_DECODER_CHANNELS)
+    net = EfficientCellSeg(decoder_channels=decoder_channels or PAPER_DECODER_CHANNELS,
+                           out_channels=2 if task == "seg_centers" else 1)
     config = {"name": Path(folder).name, "dataset": dataset, "task": task, "input_size": 384,
               "pseudocolor": True, "trained": False, "training": {"note": "untrained (random initialisation)"}}
     card = (f"# {Path(folder).name}\n\nUntrained, randomly initialised network (seed {seed}). "

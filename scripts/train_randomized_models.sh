@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Domain-randomized fine-tuning of the shipped models (issue #14), on CPU, as it was run on 2026-12-01.
+# Usage: scripts/train_randomized_models.sh [MINUTES_SCALE]   (default 1.0)
+# Training data: the fixed-profile sequences of the first stages (seeds 101-106) plus domain-randomized
+# sequences (`synth --randomize`, seeds 1011-1058; ranges in efficientcellseg.randomize.RANGES / docs/synth.md).
+# Each model starts from its shipped folder (`--init-from`); MDA231 becomes ONE network with two outputs
+# (task seg_centers: foreground + centre heatmap), started from MDA231-seg (its head is channel 0, the heatmap
+# channel is new). Strong photometric augmentation (`--augment strong`), weight average (EMA 0.999).
+# Results go to runs/rnd/<name>; check them with benchmarks/accuracy.py before copying into models/ (see README
+# "Generalization"). A run that stops (time limit) continues with the same command plus --resume.
+set -euo pipefail
+scale="${1:-1.0}"
+source "$(dirname "${BASH_SOURCE[0]}")/shipped_common.sh"
+d="$root/runs/rnd_train"
+work="$root/runs/rnd"
+mkdir -p "$d" "$work"
+gen "$d" A549-SIM 01 105 15; gen "$d" A549-SIM 02 106 15
+for i in 1 2 3 4 5 6 7 8; do gen "$d" A549-SIM "1$i" "101$i" 8 --randomize; done
+gen "$d" TRIC 01 103 8 --small; gen "$d" TRIC 02 104 8 --small
+for i in 1 2 3 4 5 6; do
+  "$py" -m efficientcellseg synth -q --out "$d" --profile TRIC --seq "1$i" --seed "103$i" --frames 4 --small --randomize
+done
+gen "$d" MDA231 01 101 24; gen "$d" MDA231 02 102 24; gen "$d" MDA231 03 103 24
+for i in 1 2 3 4 5 6 7 8; do gen "$d" MDA231 "1$i" "105$i" 8 --randomize; done
+
+fit() {  # name dataset-folder minutes [train flags...]
+  local name="$1" ds="$2" m; m="$(mins "$3")"; shift 3
+  "$py" -m efficientcellseg train --data "$d/$ds" --out "$work/$name" --threads 1 --seed 5 --use-st \
+    --ema-decay 0.999 --augment strong --lr 3e-4 --epochs 1000 --patience 1000 --time-limit "$m" "$@" \
+    >>"$work/$name.log" 2>&1
+}
+fit A549-SIM-seg Fluo-C3DH-A549-SIM 40 --dataset A549-SIM --task seg --init-from "$root/models/A549-SIM-seg" \
+  --seqs 01 02 11 12 13 14 15 16 17 18 --crop 192 --batch-size 4 --steps-per-epoch 100 &
+fit TRIC-seg Fluo-N3DL-TRIC 85 --dataset TRIC --task seg --init-from "$root/models/TRIC-seg" \
+  --seqs 01 02 11 12 13 14 15 16 --crop 128 --batch-size 4 --steps-per-epoch 60 &
+fit MDA231-seg-centers Fluo-C3DL-MDA231 80 --dataset MDA231 --task seg_centers \
+  --init-from "$root/models/MDA231-seg" --seqs 01 02 03 11 12 13 14 15 16 17 18 --crop 160 --batch-size 4 \
+  --steps-per-epoch 60 &
+wait
