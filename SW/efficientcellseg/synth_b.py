@@ -151,13 +151,20 @@ def _fourier_noise(rng: np.random.Generator, shape: tuple[int, ...], spacing: tu
         sh = [1] * len(fast)
         sh[ax] = f.size
         f2 = f2 + np.square(f.astype(np.float32)).reshape(sh)
-    f = np.sqrt(f2)
-    amp = np.power(np.maximum(f, np.float32(1.0 / low)), np.float32(-beta / 2.0))
-    amp *= np.exp(-np.square(f * np.float32(high)))
+    # amplitude f**(-beta/2) (flat below 1/low), Gaussian roll-off above 1/high; computed on f**2
+    amp = np.exp(f2 * np.float32(-high * high))
+    if beta:
+        base = np.maximum(f2, np.float32(1.0 / (low * low)))
+        q = np.sqrt(np.sqrt(base))  # f ** 0.5
+        del base
+        amp /= q if beta == 1 else (q * q if beta == 2 else np.power(q, np.float32(beta)))
+        del q
     amp.flat[0] = 0.0
-    spec = sfft.rfftn(rng.standard_normal(fast, dtype=np.float32), workers=2)
+    del f2
+    # white noise drawn directly as a complex spectrum (saves the forward transform)
+    spec = rng.standard_normal((*amp.shape, 2), dtype=np.float32).view(np.complex64)[..., 0]
     spec *= amp
-    del amp, f, f2
+    del amp
     out = sfft.irfftn(spec, s=fast, workers=2)[tuple(slice(0, n) for n in shape)]
     out = np.ascontiguousarray(out, dtype=np.float32)
     out -= np.float32(out.mean())
@@ -360,7 +367,7 @@ class _MDASim:
         nz = self.shape[0]
         k = np.arange(1, 7)[:, None]
         coef = rng.normal(0, 1, (6, 2)) * (0.22 / k)
-        coef[1] *= 1.8  # k = 2: elongation
+        coef[1] *= 2.6  # k = 2: elongation
         n_b = int(rng.integers(1, 5))
         bumps = np.stack([rng.uniform(-np.pi, np.pi, n_b),
                           np.where(rng.uniform(0, 1, n_b) < 0.55, rng.uniform(0.7, 1.8, n_b),
@@ -755,15 +762,21 @@ def _render(prof: _ProfileB, lab: np.ndarray, props: dict[str, np.ndarray], para
     if params.texture > 0:
         lo, hi = lk.pink_band
         pink = _fourier_noise(rng_tex, lab.shape, (2.0, 1.0, 1.0), 1.0, lo, hi)
-        dens *= np.clip(1 + np.float32(params.texture * lk.pink) * pink, 0.05, None)
+        pink *= np.float32(params.texture * lk.pink)
+        pink += 1
+        dens *= np.maximum(pink, np.float32(0.05), out=pink)
         del pink
+        # granules (upper tail) and dark holes (lower tail) of one band-pass field, computed in place
         spots = _fourier_noise(rng_tex, lab.shape, (2.0, 1.0, 1.0), 0.0, 4.0, 0.8)
-        gran = np.clip(spots - 2.2, 0, None)
-        hole = np.clip(-spots - 1.9, 0, None)
-        del spots
-        dens *= 1 + np.float32(params.texture * lk.granules) * gran
-        dens *= np.clip(1 - np.float32(params.texture * lk.holes) * hole, 0.15, None)
-        del gran, hole
+        fac = np.where(spots > 2.2, 1 + np.float32(params.texture * lk.granules) * (spots - np.float32(2.2)),
+                       np.float32(1.0))
+        dens *= fac
+        np.subtract(-spots, np.float32(1.9), out=spots)
+        np.maximum(spots, 0, out=spots)
+        spots *= np.float32(-params.texture * lk.holes)
+        spots += 1
+        dens *= np.maximum(spots, np.float32(0.15), out=spots)
+        del spots, fac
         rim = _rim_mask(lab) & (props["rim"][lab] > 0)
         dens[rim] *= np.float32(1 + params.texture * lk.rim)
         if "dark" in props:
@@ -868,7 +881,7 @@ def _resolve(params: FamilyBParams, condition: str | None) -> FamilyBParams:
 
 
 def _frames_b(prof: _ProfileB, seq: str, small: bool, seed: int, params: FamilyBParams, n: int, parts: bool = False):
-    """Yield (t, raw, labels uint16, parts) for t = 0..n-1, and finally the simulator's tracks via ``.tracks``."""
+    """Yield (t, raw, uint16 labels, internals, simulator) for t = 0..n-1; the simulator holds the tracks."""
     sim = _SIMS[prof.key](prof.shape(seq, small), seed, params)
     for t in range(n):
         lab, props = sim.frame(t)
