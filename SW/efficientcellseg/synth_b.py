@@ -319,20 +319,16 @@ class _Tracks:
         return i
 
     def observe(self, t: int, alive: list[int], lab: np.ndarray) -> set[int]:
-        """Extend present tracks to ``t``; return the ids that vanished (their tracks end at t-1 or are dropped)."""
+        """Extend the tracks of the labels present at ``t`` and forget tracks born at ``t`` that never showed
+        (e.g. a daughter placed outside the field). Returns the alive ids absent from ``lab``: the caller drops
+        them, so their tracks end at ``t - 1``."""
         counts = np.bincount(lab.ravel(), minlength=self.next_id)
-        gone = set()
+        gone = {i for i in alive if counts[i] == 0}
         for i in alive:
-            if counts[i] > 0:
+            if i not in gone:
                 self.rec[i][1] = t
-            else:
-                gone.add(i)
-                if self.rec[i][0] == t:  # never shown: no track at all
-                    del self.rec[i]
-        if gone:
-            mask = np.isin(lab, np.fromiter(gone, np.int64))
-            if mask.any():  # impossible by construction; keep the invariant anyway
-                lab[mask] = 0
+        for i in [i for i, (b, _, _) in self.rec.items() if b == t and counts[i] == 0]:
+            del self.rec[i]
         return gone
 
     def text(self) -> str:
@@ -394,7 +390,7 @@ class _MDASim:
             c.bumps[:, 0] += rng.normal(0, 0.12, len(c.bumps))
             c.bumps[:, 1] = np.clip(c.bumps[:, 1] * rng.lognormal(0, 0.15, len(c.bumps)), 0.1, 2.0)
             c.rounding *= 0.45
-            if c.age >= 1 and rng.uniform() < 0.06 and len(self.cells) < 40:
+            if c.age >= 1 and rng.uniform() < 0.035 and len(self.cells) < 40:
                 axis = rng.uniform(-np.pi, np.pi)
                 d = 0.45 * c.radius * np.array([math.sin(axis), math.cos(axis)])
                 for s in (1, -1):
