@@ -137,6 +137,23 @@ def test_a549_full_gt_one_cell_uint16(a549: Path) -> None:
     assert (a549 / "02_GT" / "TRA" / "man_track.txt").read_text() == "1 0 0 0\n"
 
 
+@pytest.mark.parametrize("sim", [lambda: _MDASim((30, 512, 512), 0, FamilyBParams()),
+                                 lambda: _TRICSim((13, 300, 400), 1, FamilyBParams())], ids=["MDA231", "TRIC"])
+def test_tracks_stay_consistent_over_many_frames(sim) -> None:
+    """Labels only (no rendering): 10 frames of motion, divisions and cells leaving the field."""
+    s = sim()
+    present = []
+    for t in range(10):
+        lab, _ = s.frame(t)
+        present.append(set(np.unique(lab).tolist()) - {0})
+    rec = s.tracks.rec
+    for t, ids in enumerate(present):
+        assert ids == {i for i, (b, e, _) in rec.items() if b <= t <= e}, t
+    kids = [(b, p) for b, _, p in rec.values() if p]
+    assert len(kids) >= 2
+    assert all(rec[p][1] == b - 1 for b, p in kids)
+
+
 def test_debris_bright_but_unlabelled(crop) -> None:
     lab = crop[0]
     raw, parts = _render_parts(crop)

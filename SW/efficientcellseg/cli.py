@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", required=True, choices=DATASET_CHOICES, help="which dataset to imitate")
     p.add_argument("--out", required=True, type=Path, help="root folder; the CTC dataset folder is created inside")
     p.add_argument("--seq", default="01", help="sequence name (01, 02, ...)")
-    p.add_argument("--frames", type=int, default=None, help="number of frames (default: the dataset's own)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="number of frames (default: the dataset's own; family b: 6)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, byte-identical output")
     p.add_argument("--small", action="store_true", help="smaller frames for tests (TRIC: about 13x700x1000)")
     p.add_argument("--preview", type=Path, default=None, help="write a PNG (max projection + GT outlines)")
