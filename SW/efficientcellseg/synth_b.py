@@ -29,7 +29,8 @@ How a frame is made
   to the nucleus where an elliptic distance plus smooth noise stays below 1, so crowded neighbours touch
   along straight Voronoi edges. The 2D masks are lofted onto a curved sheet (a dome with ripples) with a
   per-nucleus half-thickness.
-* A549-SIM: one cell, the zero level set of ``1 - |x - c| / R + a N_t(x) + blebs`` on a physical grid, with
+* A549-SIM: one cell, the zero level set of ``1 - |x - c|_E + a N_t(x) + blebs`` on a physical grid (``|.|_E`` the
+  norm of an elongated ellipsoid with a random in-plane direction), with
   ``N_t`` smooth Fourier-synthesised 3D noise that morphs over time (a rotation between two fixed fields) and
   blebs that swell and shrink on their own schedules; holes filled, largest component kept.
 
@@ -664,7 +665,10 @@ class _A549Sim:
         nz, ny, nx = shape
         ext = np.array([nz, ny * 0.126, nx * 0.126])
         self.c0 = ext / 2 + rng.normal(0, [0.3, 1.0, 1.0])
-        self.axes = np.array([min(0.34 * ext[0], 11.0), 0.34 * ext[1], 0.34 * ext[2]]) * rng.uniform(0.85, 1.05, 3)
+        base = 0.31 * min(ext[1], ext[2])
+        self.axes = np.array([min(0.34 * ext[0], 11.0) * rng.uniform(0.85, 1.05), base * rng.uniform(1.05, 1.3),
+                              base * rng.uniform(0.8, 0.95)])
+        self.theta = float(rng.uniform(0, np.pi))  # in-plane direction of the long axis
         self.drift = rng.normal(0, [0.08, 0.25, 0.25], (2, 3))
         nb = int(rng.integers(4, 9))
         dirs = rng.normal(0, 1, (nb, 3))
@@ -684,6 +688,8 @@ class _A549Sim:
         z = (np.arange(nz, dtype=np.float32) * self.spacing[0] - c[0])[:, None, None]
         y = (np.arange(ny, dtype=np.float32) * self.spacing[1] - c[1])[None, :, None]
         x = (np.arange(nx, dtype=np.float32) * self.spacing[2] - c[2])[None, None, :]
+        ct, st = np.float32(math.cos(self.theta)), np.float32(math.sin(self.theta))
+        y, x = y * ct + x * st, x * ct - y * st  # cell frame: y along the long axis
         r = np.sqrt(np.square(z / self.axes[0]) + np.square(y / self.axes[1]) + np.square(x / self.axes[2]))
         w = 0.13 * t
         phi = 1 - r + np.float32(0.09) * (np.float32(math.cos(w)) * self.n1 + np.float32(math.sin(w)) * self.n2)
