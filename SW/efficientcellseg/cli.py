@@ -98,13 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", required=True, choices=DATASET_CHOICES, help="which dataset to imitate")
     p.add_argument("--out", required=True, type=Path, help="root folder; the CTC dataset folder is created inside")
     p.add_argument("--seq", default="01", help="sequence name (01, 02, ...)")
-    p.add_argument("--frames", type=int, default=None, help="number of frames (default: the dataset's own)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="number of frames (default: the dataset's own; family b: 6)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, byte-identical output")
     p.add_argument("--small", action="store_true", help="smaller frames for tests (TRIC: about 13x700x1000)")
     p.add_argument("--preview", type=Path, default=None, help="write a PNG (max projection + GT outlines)")
     p.add_argument("--randomize", action="store_true",
                    help="domain-randomized look (photons, noise, PSF, textures, debris, artefacts, bit depth, "
                         "cell shapes drawn per sequence from wide ranges; see docs/synth.md) for training")
+    p.add_argument("--family", default="a", choices=["a", "b"],
+                   help="image model: a (training data, default) or b (independent model, validation only)")
+    p.add_argument("--condition", default=None, choices=["default", "dim", "bright"],
+                   help="family b only: imaging preset (default, dim = few photons, bright = high SNR)")
     _add_common(p)
 
     p = sub.add_parser("preview", help="draw label outlines of a result folder over the raw slices (PNG)")
@@ -165,11 +170,35 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_synth(a: argparse.Namespace) -> int:
+    if a.family == "b":
+        if a.randomize:
+            log.error("--randomize applies to family a only (family b is never used for training)")
+            return 2
+        return _synth_family_b(a)
+    if a.condition is not None:
+        log.error("--condition applies to --family b only")
+        return 2
     from efficientcellseg.synth import generate
 
     ds = generate(profile=a.profile, out_root=a.out, seq=a.seq, frames=a.frames, seed=a.seed, small=a.small,
                   preview=a.preview, randomize=a.randomize)
     log.info("wrote %s", ds)
+    return 0
+
+
+def _synth_family_b(a: argparse.Namespace) -> int:
+    from efficientcellseg.synth_b import generate_b
+
+    ds = generate_b(profile=a.profile, out_root=a.out, seq=a.seq, frames=a.frames or 6, seed=a.seed, small=a.small,
+                    condition=a.condition or "default")
+    if a.preview is not None:
+        from efficientcellseg.ctc_io import list_frames, read_frame, read_tiff
+        from efficientcellseg.preview import write_preview
+
+        first = list_frames(ds / a.seq)[0]
+        labels = read_tiff(ds / f"{a.seq}_GT" / "TRA" / f"man_track{first.digits}.tif")
+        write_preview(a.preview, read_frame(first.path), labels)
+    log.info("wrote %s (family B: validation only)", ds)
     return 0
 
 
