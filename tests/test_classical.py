@@ -1,0 +1,82 @@
+"""The classical baseline (benchmarks/classical.py), the accuracy table (benchmarks/accuracy.py) and the
+robustness curves (benchmarks/robustness.py) on tiny hand-made or generated data."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO))
+
+from classical import main as classical_main  # noqa: E402
+from classical import segment_classical  # noqa: E402
+
+
+def _ellipsoid(shape: tuple[int, int, int], centre: tuple[float, float, float],
+               radii: tuple[float, float, float]) -> np.ndarray:
+    z, y, x = np.ogrid[:shape[0], :shape[1], :shape[2]]
+    return (((z - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2
+            + ((x - centre[2]) / radii[2]) ** 2) <= 1.0
+
+
+def _image(mask: np.ndarray, dtype: type = np.uint8, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = np.where(mask, 120.0, 15.0) + rng.normal(0, 3, mask.shape)
+    return np.clip(np.rint(img), 0, np.iinfo(dtype).max).astype(dtype)
+
+
+def test_two_touching_anisotropic_blobs_get_two_labels() -> None:
+    shape = (9, 64, 100)  # MDA231 voxels: 6 um in z, 1.242 um in xy
+    a = _ellipsoid(shape, (4, 32, 35), (3, 14, 14))
+    b = _ellipsoid(shape, (4, 32, 61), (3, 14, 14))  # overlapping by 2 px: one foreground component
+    labels = segment_classical(_image(a | b), "MDA231")
+    assert labels.dtype == np.uint16 and labels.shape == shape
+    assert int(labels.max()) == 2
+    la, lb = np.bincount(labels[a], minlength=3), np.bincount(labels[b], minlength=3)
+    assert la.argmax() != lb.argmax() and 0 not in (la.argmax(), lb.argmax())
+    assert la.max() > 0.8 * a.sum() and lb.max() > 0.8 * b.sum()
+
+
+def test_a549_keeps_only_the_largest_component() -> None:
+    shape = (8, 120, 140)
+    big = _ellipsoid(shape, (4, 60, 50), (3, 30, 30))
+    small = _ellipsoid(shape, (4, 60, 115), (3, 12, 12))
+    labels = segment_classical(_image(big | small, np.uint16), "Fluo-C3DH-A549-SIM")
+    assert labels.dtype == np.uint16
+    assert set(np.unique(labels).tolist()) == {0, 1}
+    assert not labels[small].any()
+    assert (labels[big] == 1).mean() > 0.9
+
+
+@pytest.mark.parametrize("value", [0, 37])
+def test_constant_frame_gives_all_zeros(value: int) -> None:
+    for ds in ("MDA231", "TRIC", "A549-SIM"):
+        labels = segment_classical(np.full((4, 32, 32), value, np.uint8), ds)
+        assert labels.dtype == np.uint16 and labels.shape == (4, 32, 32) and not labels.any()
+
+
+def test_bad_input_raises_one_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"shape \(32, 32\); a 3D"):
+        segment_classical(np.zeros((32, 32), np.uint8), "TRIC")
+    with pytest.raises(KeyError, match="unknown dataset 'HeLa'"):
+        segment_classical(np.zeros((4, 32, 32), np.uint8), "HeLa")
+
+
+def test_cli_writes_a_valid_result_folder(tmp_path: Path) -> None:
+    from efficientcellseg.synth import generate
+    from evaluation.ctc_seg import score_sequence
+
+    ds = generate("A549-SIM", tmp_path, frames=1, seed=11)
+    assert classical_main(["--dataset", "A549-SIM", "--input", str(ds / "01"), "--output", str(ds / "01_RES"),
+                           "-q"]) == 0
+    mask = tifffile.imread(ds / "01_RES" / "mask000.tif")
+    assert mask.dtype == np.uint16 and mask.shape == tifffile.imread(ds / "01" / "t000.tif").shape
+    assert score_sequence(ds / "01_GT" / "SEG", ds / "01_RES").seg > 0.5
+    assert classical_main(["--dataset", "A549-SIM", "--input", str(tmp_path / "nope"), "--output",
+                           str(tmp_path / "nope_RES"), "-q"]) == 2
