@@ -80,3 +80,45 @@ def test_cli_writes_a_valid_result_folder(tmp_path: Path) -> None:
     assert score_sequence(ds / "01_GT" / "SEG", ds / "01_RES").seg > 0.5
     assert classical_main(["--dataset", "A549-SIM", "--input", str(tmp_path / "nope"), "--output",
                            str(tmp_path / "nope_RES"), "-q"]) == 2
+
+
+def _tiny_a549_sequence(root: Path) -> Path:
+    """One hand-made A549-SIM frame (6, 48, 56) with its full 3D truth, in CTC layout; returns the sequence."""
+    shape = (6, 48, 56)
+    truth = _ellipsoid(shape, (3, 24, 28), (2.5, 14, 18)).astype(np.uint16)
+    seq = root / "Fluo-C3DH-A549-SIM" / "01"
+    (seq.parent / "01_GT" / "SEG").mkdir(parents=True)
+    seq.mkdir()
+    tifffile.imwrite(seq / "t000.tif", _image(truth > 0, np.uint16))
+    tifffile.imwrite(seq.parent / "01_GT" / "SEG" / "man_seg000.tif", truth)
+    return seq
+
+
+def test_accuracy_table_has_classical_row_and_id_ood_split(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from accuracy import main as accuracy_main
+
+    seq = _tiny_a549_sequence(tmp_path / "data")
+    md = tmp_path / "table.md"
+    rc = accuracy_main(["--seq", f"A-fixed:A549-SIM:{seq}", "--seq", f"B-dim:A549-SIM:{seq}",
+                        "--models", f"shipped={REPO / 'models'}", "--work", str(tmp_path / "work"),
+                        "--backend", "torch", "--threads", "1", "--md", str(md), "-q"])
+    assert rc == 0
+    text = md.read_text()
+    assert text in capsys.readouterr().out
+    ind, ood = text.split("#### Out of distribution")
+    assert "#### In distribution (A-fixed)" in ind
+    for part, tag in ((ind, "A-fixed"), (ood, "B-dim")):
+        rows = [line for line in part.splitlines() if line.startswith("| A549-SIM")]
+        assert [r.split(" | ")[1:3] for r in rows] == [[tag, "shipped"], [tag, "classical"]]
+        assert all(r.split(" | ")[3:6] == ["1", "1", "1"] for r in rows)  # frames, GT files, objects
+        assert rows[1].rstrip(" |").endswith("-")  # no PESEG for the classical baseline
+
+
+def test_accuracy_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from accuracy import main as accuracy_main
+
+    assert accuracy_main(["--seq", "A-fixed:MDA231", "-q"]) == 2
+    assert "expected TAG:DATASET:PATH" in capsys.readouterr().err
+    assert accuracy_main(["--seq", f"A-fixed:HeLa:{tmp_path}", "-q"]) == 2
+    assert "unknown dataset 'HeLa'" in capsys.readouterr().err
