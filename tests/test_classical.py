@@ -122,3 +122,47 @@ def test_accuracy_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "expected TAG:DATASET:PATH" in capsys.readouterr().err
     assert accuracy_main(["--seq", f"A-fixed:HeLa:{tmp_path}", "-q"]) == 2
     assert "unknown dataset 'HeLa'" in capsys.readouterr().err
+
+
+def test_robustness_tiny_mode_writes_png_and_table(tmp_path: Path) -> None:
+    """1 factor x 1 level x 1 frame with a stand-in frame source (tiny hand-made A549-SIM frames)."""
+    import robustness
+
+    calls = []
+
+    def tiny_source(dataset: str, seed: int, small: bool, factors: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        calls.append((dataset, seed, small, dict(factors)))
+        truth = _ellipsoid((6, 48, 56), (3, 24, 28), (2.5, 14, 18)).astype(np.uint16)
+        return _image(truth > 0, np.uint16, seed), truth
+
+    def run() -> list[robustness.Point]:
+        cache = robustness.FrameCache(tmp_path / "cache", tiny_source)
+        return robustness.run_robustness(["A549-SIM"], ["snr"], [0.5], 1, {"shipped": REPO / "models"}, cache,
+                                         backend="torch")
+
+    points = run()
+    assert [(p.method, p.factor, p.level, p.objects, p.frames) for p in points] == [
+        ("shipped", "snr", 0.5, 1, 1), ("classical", "snr", 0.5, 1, 1)]
+    assert calls == [("A549-SIM", robustness.SEED_BASE, False,
+                      {"snr": 0.5, "z_blur": 1.0, "texture": 1.0, "bg_gradient": 1.0, "brightness": 1.0,
+                       "density": 1.0})]
+    assert points[1].seg > 0.8  # the classical baseline on a clean blob
+    pngs, md = robustness.write_outputs(points, tmp_path / "out", "robustness.py --tiny")
+    assert pngs == [tmp_path / "out" / "robustness_A549-SIM.png"]
+    assert pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = md.read_text()
+    assert "| factor | level | SEG shipped | SEG classical | objects |" in table
+    assert "| snr | 0.5 |" in table and "scored in 3D" in table
+    assert [p.seg for p in run()] == [p.seg for p in points] and len(calls) == 1  # second run: from the cache
+
+
+def test_robustness_scores_slice_datasets_in_2d() -> None:
+    import robustness
+
+    truth = np.zeros((3, 8, 8), np.uint16)
+    truth[0:2, 2:6, 2:6] = 1  # one object in two slices: two reference objects in 2D
+    res = truth.copy()
+    res[1] = 0
+    matches = robustness.score(truth, res, "MDA231")
+    assert [m.n_objects for m in matches] == [1, 1, 0]
+    assert robustness.score(truth, res, "A549-SIM").n_objects == 1
