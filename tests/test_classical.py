@@ -1,0 +1,168 @@
+"""The classical baseline (benchmarks/classical.py), the accuracy table (benchmarks/accuracy.py) and the
+robustness curves (benchmarks/robustness.py) on tiny hand-made or generated data."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO))
+
+from classical import main as classical_main  # noqa: E402
+from classical import segment_classical  # noqa: E402
+
+
+def _ellipsoid(shape: tuple[int, int, int], centre: tuple[float, float, float],
+               radii: tuple[float, float, float]) -> np.ndarray:
+    z, y, x = np.ogrid[:shape[0], :shape[1], :shape[2]]
+    return (((z - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2
+            + ((x - centre[2]) / radii[2]) ** 2) <= 1.0
+
+
+def _image(mask: np.ndarray, dtype: type = np.uint8, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = np.where(mask, 120.0, 15.0) + rng.normal(0, 3, mask.shape)
+    return np.clip(np.rint(img), 0, np.iinfo(dtype).max).astype(dtype)
+
+
+def test_two_touching_anisotropic_blobs_get_two_labels() -> None:
+    shape = (9, 64, 100)  # MDA231 voxels: 6 um in z, 1.242 um in xy
+    a = _ellipsoid(shape, (4, 32, 35), (3, 14, 14))
+    b = _ellipsoid(shape, (4, 32, 61), (3, 14, 14))  # overlapping by 2 px: one foreground component
+    labels = segment_classical(_image(a | b), "MDA231")
+    assert labels.dtype == np.uint16 and labels.shape == shape
+    assert int(labels.max()) == 2
+    la, lb = np.bincount(labels[a], minlength=3), np.bincount(labels[b], minlength=3)
+    assert la.argmax() != lb.argmax() and 0 not in (la.argmax(), lb.argmax())
+    assert la.max() > 0.8 * a.sum() and lb.max() > 0.8 * b.sum()
+
+
+def test_a549_keeps_only_the_largest_component() -> None:
+    shape = (8, 120, 140)
+    big = _ellipsoid(shape, (4, 60, 50), (3, 30, 30))
+    small = _ellipsoid(shape, (4, 60, 115), (3, 12, 12))
+    labels = segment_classical(_image(big | small, np.uint16), "Fluo-C3DH-A549-SIM")
+    assert labels.dtype == np.uint16
+    assert set(np.unique(labels).tolist()) == {0, 1}
+    assert not labels[small].any()
+    assert (labels[big] == 1).mean() > 0.9
+
+
+@pytest.mark.parametrize("value", [0, 37])
+def test_constant_frame_gives_all_zeros(value: int) -> None:
+    for ds in ("MDA231", "TRIC", "A549-SIM"):
+        labels = segment_classical(np.full((4, 32, 32), value, np.uint8), ds)
+        assert labels.dtype == np.uint16 and labels.shape == (4, 32, 32) and not labels.any()
+
+
+def test_bad_input_raises_one_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"shape \(32, 32\); a 3D"):
+        segment_classical(np.zeros((32, 32), np.uint8), "TRIC")
+    with pytest.raises(KeyError, match="unknown dataset 'HeLa'"):
+        segment_classical(np.zeros((4, 32, 32), np.uint8), "HeLa")
+
+
+def test_cli_writes_a_valid_result_folder(tmp_path: Path) -> None:
+    from efficientcellseg.synth import generate
+    from evaluation.ctc_seg import score_sequence
+
+    ds = generate("A549-SIM", tmp_path, frames=1, seed=11)
+    assert classical_main(["--dataset", "A549-SIM", "--input", str(ds / "01"), "--output", str(ds / "01_RES"),
+                           "-q"]) == 0
+    mask = tifffile.imread(ds / "01_RES" / "mask000.tif")
+    assert mask.dtype == np.uint16 and mask.shape == tifffile.imread(ds / "01" / "t000.tif").shape
+    assert score_sequence(ds / "01_GT" / "SEG", ds / "01_RES").seg > 0.5
+    assert classical_main(["--dataset", "A549-SIM", "--input", str(tmp_path / "nope"), "--output",
+                           str(tmp_path / "nope_RES"), "-q"]) == 2
+
+
+def _tiny_a549_sequence(root: Path) -> Path:
+    """One hand-made A549-SIM frame (6, 48, 56) with its full 3D truth, in CTC layout; returns the sequence."""
+    shape = (6, 48, 56)
+    truth = _ellipsoid(shape, (3, 24, 28), (2.5, 14, 18)).astype(np.uint16)
+    seq = root / "Fluo-C3DH-A549-SIM" / "01"
+    (seq.parent / "01_GT" / "SEG").mkdir(parents=True)
+    seq.mkdir()
+    tifffile.imwrite(seq / "t000.tif", _image(truth > 0, np.uint16))
+    tifffile.imwrite(seq.parent / "01_GT" / "SEG" / "man_seg000.tif", truth)
+    return seq
+
+
+def test_accuracy_table_has_classical_row_and_id_ood_split(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from accuracy import main as accuracy_main
+
+    seq = _tiny_a549_sequence(tmp_path / "data")
+    md = tmp_path / "table.md"
+    rc = accuracy_main(["--seq", f"A-fixed:A549-SIM:{seq}", "--seq", f"B-dim:A549-SIM:{seq}",
+                        "--models", f"shipped={REPO / 'models'}", "--work", str(tmp_path / "work"),
+                        "--backend", "torch", "--threads", "1", "--md", str(md), "-q"])
+    assert rc == 0
+    text = md.read_text()
+    assert text in capsys.readouterr().out
+    ind, ood = text.split("#### Out of distribution")
+    assert "#### In distribution (A-fixed)" in ind
+    for part, tag in ((ind, "A-fixed"), (ood, "B-dim")):
+        rows = [line for line in part.splitlines() if line.startswith("| A549-SIM")]
+        assert [r.split(" | ")[1:3] for r in rows] == [[tag, "shipped"], [tag, "classical"]]
+        assert all(r.split(" | ")[3:6] == ["1", "1", "1"] for r in rows)  # frames, GT files, objects
+        assert rows[1].rstrip(" |").endswith("-")  # no PESEG for the classical baseline
+
+
+def test_accuracy_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from accuracy import main as accuracy_main
+
+    assert accuracy_main(["--seq", "A-fixed:MDA231", "-q"]) == 2
+    assert "expected TAG:DATASET:PATH" in capsys.readouterr().err
+    assert accuracy_main(["--seq", f"A-fixed:HeLa:{tmp_path}", "-q"]) == 2
+    assert "unknown dataset 'HeLa'" in capsys.readouterr().err
+
+
+def test_robustness_tiny_mode_writes_png_and_table(tmp_path: Path) -> None:
+    """1 factor x 1 level x 1 frame with a stand-in frame source (tiny hand-made A549-SIM frames)."""
+    import robustness
+
+    calls = []
+
+    def tiny_source(dataset: str, seed: int, small: bool, factors: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        calls.append((dataset, seed, small, dict(factors)))
+        truth = _ellipsoid((6, 48, 56), (3, 24, 28), (2.5, 14, 18)).astype(np.uint16)
+        return _image(truth > 0, np.uint16, seed), truth
+
+    def run() -> list[robustness.Point]:
+        cache = robustness.FrameCache(tmp_path / "cache", tiny_source)
+        return robustness.run_robustness(["A549-SIM"], ["snr"], [0.5], 1, {"shipped": REPO / "models"}, cache,
+                                         backend="torch")
+
+    points = run()
+    assert [(p.method, p.factor, p.level, p.objects, p.frames) for p in points] == [
+        ("shipped", "snr", 0.5, 1, 1), ("classical", "snr", 0.5, 1, 1)]
+    assert calls == [("A549-SIM", robustness.SEED_BASE, False,
+                      {"snr": 0.5, "z_blur": 1.0, "texture": 1.0, "bg_gradient": 1.0, "brightness": 1.0,
+                       "density": 1.0})]
+    assert points[1].seg > 0.8  # the classical baseline on a clean blob
+    pngs, md = robustness.write_outputs(points, tmp_path / "out", "robustness.py --tiny")
+    assert pngs == [tmp_path / "out" / "robustness_A549-SIM.png"]
+    assert pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = md.read_text()
+    assert "| factor | level | SEG shipped | SEG classical | objects |" in table
+    assert "| snr | 0.5 |" in table and "scored in 3D" in table
+    assert [p.seg for p in run()] == [p.seg for p in points] and len(calls) == 1  # second run: from the cache
+
+
+def test_robustness_scores_slice_datasets_in_2d() -> None:
+    import robustness
+
+    truth = np.zeros((3, 8, 8), np.uint16)
+    truth[0:2, 2:6, 2:6] = 1  # one object in two slices: two reference objects in 2D
+    res = truth.copy()
+    res[1] = 0
+    matches = robustness.score(truth, res, "MDA231")
+    assert [m.n_objects for m in matches] == [1, 1, 0]
+    assert robustness.score(truth, res, "A549-SIM").n_objects == 1
