@@ -150,10 +150,18 @@ def tune_postprocess(
     return TuneResult(current, current_seg, dict(best), best_seg, trials, n_obj, ts)
 
 
+def _gives_centres(folder: Path) -> bool:
+    """True for a one-network model with foreground and centre outputs (task ``seg_centers``)."""
+    import json
+
+    return json.loads((Path(folder) / "config.json").read_text()).get("task") == "seg_centers"
+
+
 def write_tuned(result: TuneResult, dataset: str, model_dir: Path | None = None,
                 centers_model_dir: Path | None = None, note: str = "") -> list[Path]:
     """Store the tuned parameters in the model folder(s): ``center_*`` in the centre model, the rest in the
-    segmentation model (the order in which :func:`efficientcellseg.infer.build_segmenter` merges them)."""
+    segmentation model (the order in which :func:`efficientcellseg.infer.build_segmenter` merges them); all in
+    the one folder of a two-output (``seg_centers``) model."""
     from efficientcellseg.datasets import get_dataset
     from efficientcellseg.infer import resolve_model_dir
     from efficientcellseg.weights import update_thresholds
@@ -161,7 +169,8 @@ def write_tuned(result: TuneResult, dataset: str, model_dir: Path | None = None,
     cfg = get_dataset(dataset)
     seg_dir = resolve_model_dir(cfg, "seg", model_dir)
     changed = dict(result.best)  # the complete parameter set, so the folder documents what is used
-    centre_keys = {k for k in changed if k.startswith("center_")} if cfg.postprocess == "centers_watershed" else set()
+    two_networks = cfg.postprocess == "centers_watershed" and not _gives_centres(seg_dir)
+    centre_keys = {k for k in changed if k.startswith("center_")} if two_networks else set()
     written = [update_thresholds(seg_dir, {k: v for k, v in changed.items() if k not in centre_keys}, note)]
     if centre_keys:
         c_dir = resolve_model_dir(cfg, "centers", centers_model_dir)
