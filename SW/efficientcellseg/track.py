@@ -321,23 +321,32 @@ def _close_gaps(objects: list[FrameObjects], params: TrackParams, begin: list[in
     if params.max_gap < 1:
         return
     n_frames = len(objects)
-    ends = [s for s in range(len(begin)) if end[s] < n_frames - 1 and s not in divided]
-    starts = [s for s in range(len(begin)) if begin[s] > 0 and parent[s] < 0]
+    by_end: dict[int, list[int]] = {}
+    by_begin: dict[int, list[int]] = {}
+    for s in range(len(begin)):
+        if end[s] < n_frames - 1 and s not in divided:
+            by_end.setdefault(end[s], []).append(s)
+        if begin[s] > 0 and parent[s] < 0:
+            by_begin.setdefault(begin[s], []).append(s)
+    ends = [s for t in sorted(by_end) for s in by_end[t]]
+    starts = [s for t in sorted(by_begin) for s in by_begin[t]]
+    end_pos = {s: i for i, s in enumerate(ends)}
+    start_pos = {s: i for i, s in enumerate(starts)}
     rows, cols, costs = [], [], []
-    for a, s in enumerate(ends):
-        p = objects[end[s]].centroids[last[s]]
-        for b, u in enumerate(starts):
-            frames = begin[u] - end[s]
-            if not 2 <= frames <= params.max_gap + 1:
+    for te, es in by_end.items():
+        pe = objects[te].centroids[[last[s] for s in es]]
+        for frames in range(2, params.max_gap + 2):
+            bs = by_begin.get(te + frames)
+            if not bs:
                 continue
-            d = float(np.linalg.norm(objects[begin[u]].centroids[first[u]] - p))
+            pb = objects[te + frames].centroids[[first[s] for s in bs]]
             gate = params.gate_um * frames
-            if d <= gate:
-                rows.append(a)
-                cols.append(b)
-                costs.append((d / gate) ** 2 + 0.1 * (frames - 1))
+            near = cKDTree(pe).sparse_distance_matrix(cKDTree(pb), gate, output_type="coo_matrix")
+            rows.extend(end_pos[es[i]] for i in near.row.tolist())
+            cols.extend(start_pos[bs[j]] for j in near.col.tolist())
+            costs.extend(((near.data / gate) ** 2 + 0.1 * (frames - 1)).tolist())
     for a, b in _assign(len(ends), len(starts), np.array(rows, np.int64), np.array(cols, np.int64),
-                        np.array(costs)):
+                        np.array(costs, float)):
         parent[starts[b]] = ends[a]
 
 
