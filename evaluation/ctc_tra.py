@@ -69,6 +69,8 @@ def read_labels(path: Path, require_uint16: bool) -> np.ndarray:
         arr = np.asarray(tifffile.imread(path))
     except Exception as exc:  # any reader failure: name the file
         raise TraError(f"{path}: unreadable file ({type(exc).__name__}: {exc})") from None
+    if arr.size == 0:
+        raise TraError(f"{path}: unreadable file (no image data: empty or corrupt TIFF)")
     if require_uint16 and arr.dtype != np.uint16:
         raise TraError(f"{path}: result mask dtype is {arr.dtype}; the CTC requires uint16")
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
