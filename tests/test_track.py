@@ -157,6 +157,11 @@ def test_missing_mask_for_an_input_frame(tmp_path) -> None:
     with pytest.raises(CTCInputError, match=r"mask002.tif: missing \(raw frame t002.tif has no mask\)"):
         track_folder(res, dataset="TRIC", input_dir=seq)
     _assert_untouched(res, before)
+    (seq / "t002.tif").unlink()
+    (seq / "t001.tif").unlink()
+    with pytest.raises(CTCInputError, match=r"mask001.tif: no raw frame t001.tif in .* remove it before linking"):
+        track_folder(res, dataset="TRIC", input_dir=seq)
+    _assert_untouched(res, before)
 
 
 def test_frames_of_different_shapes(tmp_path) -> None:

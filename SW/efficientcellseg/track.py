@@ -366,10 +366,15 @@ def list_masks(res_dir: Path, input_dir: Path | None = None) -> list[tuple[int, 
     if not masks:
         raise CTCInputError(f"{res_dir}: no maskTTT.tif files; run predict first")
     if input_dir is not None:
-        for fr in list_frames(input_dir):
+        frames = list_frames(input_dir)
+        for fr in frames:
             if fr.index not in masks:
                 raise CTCInputError(f"{res_dir / fr.mask_name}: missing (raw frame {fr.path.name} has no mask); "
                                     "run predict again")
+        extra = sorted(set(masks) - {fr.index for fr in frames})
+        if extra:
+            raise CTCInputError(f"{masks[extra[0]]}: no raw frame t{masks[extra[0]].name[4:]} in {input_dir} "
+                                "(left from another run?); remove it before linking")
     ts = sorted(masks)
     missing = sorted(set(range(ts[0], ts[-1] + 1)) - set(ts))
     if missing:
