@@ -57,6 +57,7 @@ NO_LINK_COST = 1.0
 """Cost of leaving one object unlinked (a track end or start)."""
 _BIG = 1e9
 _LUT_MAX = 1 << 24
+"""Labels below this are compressed with a look-up table; above it with np.unique."""
 
 
 @dataclass(frozen=True)
@@ -128,41 +129,49 @@ class Tracks:
 
 
 # ----------------------------------------------------------------------------------------------- per frame
-def _compress(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted nonzero labels of ``mask`` and the mask as indices 0..n (0 = background, i+1 = labels[i])."""
+@dataclass(frozen=True)
+class Foreground:
+    """The foreground of one mask: flat voxel positions (sorted) and the object index (0..n-1) of each."""
+
+    size: int
+    idx: np.ndarray
+    obj: np.ndarray
+
+
+def frame_objects(mask: np.ndarray, voxel_size_zyx: tuple[float, float, float]) -> tuple[FrameObjects, Foreground]:
+    """Objects of ``mask`` and its foreground (input of :func:`overlaps`); one pass over the volume, then
+    work on foreground voxels only."""
     flat = mask.ravel()
-    top = int(flat.max(initial=0))
+    idx = np.flatnonzero(flat)
+    vals = flat[idx]
+    top = int(vals.max(initial=0))
     if top < _LUT_MAX:
-        present = np.bincount(flat, minlength=top + 1) > 0
-        present[0] = False
-        labels = np.flatnonzero(present)
-        lut = np.zeros(top + 1, np.int64)
-        lut[labels] = np.arange(1, labels.size + 1)
-        return labels, lut[flat]
-    labels, inv = np.unique(flat, return_inverse=True)
-    if labels[0] == 0:
-        return labels[1:], inv
-    return labels, inv + 1
-
-
-def frame_objects(mask: np.ndarray, voxel_size_zyx: tuple[float, float, float]) -> tuple[FrameObjects, np.ndarray]:
-    """Objects of ``mask`` and the mask compressed to 0..n (input of :func:`overlaps`)."""
-    labels, comp = _compress(mask)
+        v = vals if np.can_cast(vals.dtype, np.intp) else vals.astype(np.intp)
+        vol_all = np.bincount(v, minlength=top + 1)
+        labels = np.flatnonzero(vol_all)
+        lut = np.zeros(top + 1, np.int32)
+        lut[labels] = np.arange(labels.size, dtype=np.int32)
+        obj, vol = lut[v], vol_all[labels]
+    else:
+        labels, obj, vol = np.unique(vals, return_inverse=True, return_counts=True)
+        obj = obj.astype(np.int32)
     n = labels.size
-    idx = np.flatnonzero(comp)
-    cl = comp[idx]
-    vol = np.bincount(cl, minlength=n + 1)[1:]
     cen = np.zeros((n, 3))
-    for axis, coord in enumerate(np.unravel_index(idx, mask.shape)):
-        s = np.bincount(cl, weights=coord, minlength=n + 1)[1:]
-        cen[:, axis] = s / np.maximum(vol, 1) * voxel_size_zyx[axis]
-    return FrameObjects(labels.astype(np.int64), vol.astype(np.int64), cen), comp
+    rest = idx
+    for axis in range(mask.ndim - 1, -1, -1):  # x, then y, then z from the flat index
+        rest, coord = np.divmod(rest, mask.shape[axis])
+        cen[:, axis] = np.bincount(obj, weights=coord, minlength=n) / np.maximum(vol, 1) * voxel_size_zyx[axis]
+    return (FrameObjects(labels.astype(np.int64), vol.astype(np.int64), cen),
+            Foreground(flat.size, idx, obj))
 
 
-def overlaps(prev_comp: np.ndarray, cur_comp: np.ndarray, n_prev: int, n_cur: int) -> Overlap:
-    """Voxel overlaps of two compressed masks of the same shape (from :func:`frame_objects`)."""
-    both = (prev_comp > 0) & (cur_comp > 0)
-    a, b = prev_comp[both] - 1, cur_comp[both] - 1
+def overlaps(prev: Foreground, cur: Foreground, n_prev: int, n_cur: int) -> Overlap:
+    """Voxel overlaps of the objects of two frames of the same shape (from :func:`frame_objects`)."""
+    dense = np.zeros(prev.size, np.int32)
+    dense[prev.idx] = prev.obj + 1
+    under = dense[cur.idx]
+    keep = under > 0
+    a, b = under[keep].astype(np.int64) - 1, cur.obj[keep].astype(np.int64)
     if n_prev * n_cur <= _LUT_MAX:
         counts = np.bincount(a * n_cur + b, minlength=n_prev * n_cur)
         code = np.flatnonzero(counts)
@@ -179,20 +188,19 @@ def _assign(n_rows: int, n_cols: int, rows: np.ndarray, cols: np.ndarray, cost: 
     if rows.size == 0:
         return []
     graph = coo_matrix((np.ones(rows.size), (rows, cols + n_rows)), shape=(n_rows + n_cols,) * 2)
-    _, comp = connected_components(graph, directed=False)
+    n_comp, comp = connected_components(graph, directed=False)
     ecomp = comp[rows]
-    order = np.argsort(ecomp, kind="stable")
+    single = np.bincount(ecomp, minlength=n_comp)[ecomp] == 1  # one allowed pair: no choice to make
+    ok = single & (cost < 2 * NO_LINK_COST)
+    out = list(zip(rows[ok].tolist(), cols[ok].tolist(), strict=True))
+    multi = np.flatnonzero(~single)
+    order = multi[np.argsort(ecomp[multi], kind="stable")]
     bounds = np.flatnonzero(np.diff(ecomp[order])) + 1
-    out = []
-    for group in np.split(order, bounds):
+    for group in np.split(order, bounds) if order.size else []:
         r, c, w = rows[group], cols[group], cost[group]
         ur, ri = np.unique(r, return_inverse=True)
         uc, ci = np.unique(c, return_inverse=True)
         a, b = ur.size, uc.size
-        if a == 1 and b == 1:
-            if w[0] < 2 * NO_LINK_COST:
-                out.append((int(ur[0]), int(uc[0])))
-            continue
         m = np.full((a + b, b + a), _BIG)
         m[ri, ci] = w
         m[np.arange(a), b + np.arange(a)] = NO_LINK_COST
