@@ -80,6 +80,15 @@ def test_a_moving_cell_next_to_a_new_cell_is_not_a_division() -> None:
     assert _rows(table) == [(1, 0, 2, 0), (2, 2, 2, 0)]
 
 
+def test_a_continuing_cell_does_not_also_divide() -> None:
+    """Two new half-size cells appear beside a cell that goes on unchanged: no division (its track goes on)."""
+    masks = [_frame((1, (4, 20, 20), 5)) for _ in range(2)]
+    masks.append(_frame((1, (4, 20, 20), 5), (2, (4, 13, 25), 4), (3, (4, 27, 25), 4)))
+    out, table = link_masks(masks, PARAMS)
+    assert _rows(table) == [(1, 0, 2, 0), (2, 2, 2, 0), (3, 2, 2, 0)]
+    assert check_tracks(table, [(t, np.unique(m)[1:]) for t, m in enumerate(out)]) == []
+
+
 @pytest.mark.parametrize("max_gap", [2, 0])
 def test_gap_is_closed_with_the_ctc_parent_convention(max_gap: int) -> None:
     """Present in frames 0, 1 and 3: two tracks, the later one's parent is the earlier (not with max_gap 0)."""

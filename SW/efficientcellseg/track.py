@@ -11,9 +11,10 @@ What it does (``efficientcellseg track --res DIR`` or ``predict --track``):
    costs less than a death plus a birth). The assignment is solved per connected component of the allowed
    pairs, so thousands of TRIC nuclei never make one dense matrix.
 3. **Divisions**: a mother at t-1 whose track ends (or continues into one of the two) and two cells at t
-   within ``division_distance_um`` of it whose volumes fit (together 0.5-1.8x the mother, the smaller at
-   least 0.35x the larger) -> both daughters start new tracks with the mother as parent. Best-scoring
-   candidates are taken first; every object is used once.
+   within ``division_distance_um`` of it whose volumes fit (together 0.5-1.6x the mother, each at most
+   0.85x the mother, the smaller at least 0.35x the larger) -> both daughters start new tracks with the
+   mother as parent. Best-scoring candidates are taken first; every object is used once. A mother that
+   goes on unchanged beside two new cells does not divide.
 4. **Gaps** of up to ``track_max_gap`` frames: track ends that did not divide and track starts without a
    parent, at most ``gate x (frames apart)`` apart, are paired by a second assignment; with the CTC
    convention the later track gets the earlier one as its parent (labels stay distinct).
@@ -37,6 +38,7 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -240,8 +242,9 @@ def detect_divisions(prev: FrameObjects, cur: FrameObjects, pred: np.ndarray,
 
     ``pred`` are the frame-to-frame links (:func:`link_frames`). A daughter is a new object (no predecessor)
     or the mother's own continuation; the other daughter must be new. Both lie within
-    ``division_distance_um`` of the mother's centroid, their volumes sum to 0.5-1.8x the mother's and the
-    smaller is at least 0.35x the larger. Candidates are taken best first (volume misfit + mean distance).
+    ``division_distance_um`` of the mother's centroid, their volumes sum to 0.5-1.6x the mother's, each is
+    at most 0.85x the mother and the smaller at least 0.35x the larger. Candidates are taken best first
+    (volume misfit + mean distance).
     """
     new = np.flatnonzero(pred < 0)
     if prev.n == 0 or new.size == 0:
@@ -253,19 +256,21 @@ def detect_divisions(prev: FrameObjects, cur: FrameObjects, pred: np.ndarray,
     tree = cKDTree(cur.centroids[new])
     cands = []
     for i, near in enumerate(tree.query_ball_point(prev.centroids, dmax)):
-        opts = sorted(int(new[k]) for k in near)
-        if cont[i] >= 0 and np.linalg.norm(cur.centroids[cont[i]] - prev.centroids[i]) <= dmax:
-            opts.append(int(cont[i]))
-        for x in range(len(opts)):
-            for y in range(x + 1, len(opts)):
-                j, k = opts[x], opts[y]
-                vj, vk, vm = cur.volumes[j], cur.volumes[k], prev.volumes[i]
-                ratio = (vj + vk) / vm
-                if not (0.5 <= ratio <= 1.8 and min(vj, vk) >= 0.35 * max(vj, vk)):
-                    continue
-                dist = (np.linalg.norm(cur.centroids[j] - prev.centroids[i])
-                        + np.linalg.norm(cur.centroids[k] - prev.centroids[i])) / (2 * dmax)
-                cands.append((abs(ratio - 1.0) + dist, i, j, k))
+        news = sorted(int(new[k]) for k in near)
+        if cont[i] < 0:  # the mother ended: any two new cells
+            pairs = list(combinations(news, 2))
+        elif np.linalg.norm(cur.centroids[cont[i]] - prev.centroids[i]) <= dmax:  # it continues into one
+            pairs = [(int(cont[i]), j) for j in news]
+        else:
+            continue
+        for j, k in pairs:
+            vj, vk, vm = cur.volumes[j], cur.volumes[k], prev.volumes[i]
+            ratio = (vj + vk) / vm
+            if not (0.5 <= ratio <= 1.6 and max(vj, vk) <= 0.85 * vm and min(vj, vk) >= 0.35 * max(vj, vk)):
+                continue
+            dist = (np.linalg.norm(cur.centroids[j] - prev.centroids[i])
+                    + np.linalg.norm(cur.centroids[k] - prev.centroids[i])) / (2 * dmax)
+            cands.append((abs(ratio - 1.0) + dist, i, j, k))
     cands.sort()
     used_m, used_d, out = set(), set(), []
     for _, i, j, k in cands:
