@@ -1,4 +1,4 @@
-"""Standalone Cell Tracking Challenge SEG and PESEG (official semantics; imports nothing from this project).
+"""Standalone Cell Tracking Challenge SEG, PESEG, TRA and DET (official semantics; imports nothing from this project).
 
 Array functions live in :mod:`evaluation.seg`, folder walking in :mod:`evaluation.ctc_seg`; the names
 below are imported on first use so that ``python -m evaluation.seg`` runs without a double import.
@@ -21,6 +21,16 @@ _EXPORTS = {
     "SequenceScore": "ctc_seg",
     "score_sequence": "ctc_seg",
     "find_sequences": "ctc_seg",
+    "FrameMatch": "tra",
+    "GraphOps": "tra",
+    "match_frame": "tra",
+    "graph_ops": "tra",
+    "tra_score": "tra",
+    "det_score": "tra",
+    "check_tracks": "tra",
+    "TraError": "ctc_tra",
+    "score_tracking": "ctc_tra",
+    "check_result": "ctc_tra",
 }
 
 __all__ = sorted(_EXPORTS)

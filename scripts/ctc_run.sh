@@ -4,6 +4,7 @@
 # this package (the CTC submission convention: ../<Dataset>/01 seen from the package folder).
 # EFFICIENTCELLSEG_PRECISION=int8 (or bf16, fp32, fp16) selects the network arithmetic (default auto: exact fp32 on
 # the CPU, fp16 on a GPU); see README "Speed".
+# EFFICIENTCELLSEG_TRACK=1 links the masks over time after the last frame and writes res_track.txt (README "Tracking").
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dataset="$1"; folder="$2"
@@ -16,10 +17,16 @@ case "$precision" in
   auto|fp32|fp16|bf16|int8) ;;
   *) echo "error: EFFICIENTCELLSEG_PRECISION=$precision is not one of auto, fp32, fp16, bf16, int8" >&2; exit 2 ;;
 esac
+track="${EFFICIENTCELLSEG_TRACK:-0}"
+case "$track" in
+  0|"") track_flag=() ;;
+  1) track_flag=(--track) ;;
+  *) echo "error: EFFICIENTCELLSEG_TRACK=$track is not 0 or 1" >&2; exit 2 ;;
+esac
 seq="$3"; root="${4:-$here/..}"
 input="$root/$folder/$seq"
 [ -d "$input" ] || { echo "error: input folder $input does not exist (expected ROOT/${folder}/${seq})" >&2; exit 2; }
 py="$here/.venv/bin/python"
 [ -x "$py" ] || py="$(command -v python3)" || { echo "error: no Python found; run ./test.sh or scripts/bootstrap.sh first" >&2; exit 2; }
 exec "$py" -m efficientcellseg predict --dataset "$dataset" --input "$input" --output "${input}_RES" --device auto \
-  --precision "$precision"
+  --precision "$precision" ${track_flag[@]+"${track_flag[@]}"}

@@ -1,4 +1,4 @@
-"""Command line: ``python -m efficientcellseg {predict,train,tune,synth,preview,verify-models,export-onnx}``.
+"""Command line: ``python -m efficientcellseg {predict,track,train,tune,synth,preview,verify-models,export-onnx}``.
 
 One parser, one sub-command per job, ``help=`` on every flag. The heavy modules are imported inside the
 handlers so that ``--help`` and ``synth`` start quickly. ``main(argv)`` returns an exit code and is what
@@ -57,6 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview", type=Path, default=None, help="write PNG overlays of a few slices into this folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing masks (default: replace as well; "
                    "kept for scripts)")
+    p.add_argument("--track", action="store_true",
+                   help="after the last frame, link the masks over time and write res_track.txt (see track)")
+    _add_common(p)
+
+    p = sub.add_parser("track", help="relabel a result folder's masks into tracks and write res_track.txt")
+    p.add_argument("--res", required=True, type=Path, help="result folder with maskTTT.tif, e.g. DATA/01_RES")
+    p.add_argument("--input", type=Path, default=None, help="sequence folder: check there is a mask per frame")
+    p.add_argument("--dataset", default=None, choices=DATASET_CHOICES,
+                   help="dataset configuration (voxel size, motion and division gates); default: from the "
+                        "folder name above --res")
+    p.add_argument("--max-gap", type=int, default=None, help="bridge up to this many missing frames "
+                   "(default: the dataset's)")
     _add_common(p)
 
     p = sub.add_parser("train", help="train a segmentation or cell-centre model on CTC training data")
@@ -150,6 +162,17 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         precision=a.precision, threads=a.threads, preview_dir=a.preview,
     )
     log.info("wrote %d masks to %s", report.n_frames, report.output_dir)
+    if a.track:
+        from efficientcellseg.track import track_folder
+
+        track_folder(a.output, dataset=a.dataset, input_dir=a.input)
+    return 0
+
+
+def _cmd_track(a: argparse.Namespace) -> int:
+    from efficientcellseg.track import track_folder
+
+    track_folder(a.res, dataset=a.dataset, input_dir=a.input, max_gap=a.max_gap)
     return 0
 
 
@@ -246,7 +269,7 @@ def _cmd_tune(a: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS = {"predict": _cmd_predict, "tune": _cmd_tune, "train": _cmd_train, "synth": _cmd_synth,
+HANDLERS = {"predict": _cmd_predict, "track": _cmd_track, "tune": _cmd_tune, "train": _cmd_train, "synth": _cmd_synth,
             "preview": _cmd_preview, "verify-models": _cmd_verify, "export-onnx": _cmd_export}
 
 

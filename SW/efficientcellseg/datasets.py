@@ -48,6 +48,13 @@ class DatasetConfig:
     """Overlap between neighbouring tiles in original pixels."""
     max_z: int = 64
     """Frames whose smallest axis is not Z, or with more slices than this, are rejected as mis-oriented."""
+    track_displacement_um: float = 5.0
+    """Typical centroid displacement of a cell between two frames (µm, in ``voxel_size_zyx`` units); linking
+    (``track.py``) accepts a link without overlap up to 3x this distance and weighs distance by it."""
+    division_distance_um: float = 20.0
+    """Largest distance of a daughter's centroid from its mother's last centroid (µm) for a division."""
+    track_max_gap: int = 2
+    """Largest number of missing frames that linking bridges (the later track gets the earlier as parent)."""
 
 
 DATASETS: Mapping[str, DatasetConfig] = _frozen(
@@ -71,6 +78,10 @@ DATASETS: Mapping[str, DatasetConfig] = _frozen(
                     "fill_holes": True,
                 }
             ),
+            # cells migrate a few µm per frame (synthetic: 1-5 px of 1.242 µm); daughters start 10-20 px from
+            # the mother's centre (half a long cell axis) and move on, so 35 µm covers them
+            track_displacement_um=5.0,
+            division_distance_um=35.0,
         ),
         "TRIC": DatasetConfig(
             key="TRIC",
@@ -92,6 +103,10 @@ DATASETS: Mapping[str, DatasetConfig] = _frozen(
             ),
             tile_size=768,
             tile_overlap=128,
+            # densely packed nuclei (centres ~16 px apart) drifting ~1-2 px per frame: the gate (3x) stays
+            # below half the nucleus spacing; daughters start ~5 px from the mother's centre
+            track_displacement_um=2.0,
+            division_distance_um=12.0,
         ),
         "A549-SIM": DatasetConfig(
             key="A549-SIM",
@@ -103,6 +118,9 @@ DATASETS: Mapping[str, DatasetConfig] = _frozen(
             postprocess="largest_component",
             models=_frozen({"seg": "A549-SIM-seg"}),
             postprocess_defaults=_frozen({"prob_threshold": 0.5, "fill_holes": True, "min_size": 0}),
+            # one large cell that moves well under a micrometre per frame; no divisions in the data
+            track_displacement_um=1.0,
+            division_distance_um=10.0,
         ),
     }
 )
