@@ -142,7 +142,7 @@ def _exit_plugin(frame: str, marker: Path | None):
     class ExitOnFrame(WorkerPlugin):
         name = "ecs-test-exit-on-frame"
 
-        def transition(self, key, start, finish, **kwargs) -> None:  # noqa: ANN001 - Dask's signature
+        def transition(self, key, start, finish, **kwargs) -> None:
             if finish != "executing" or not str(key).endswith(frame):
                 return
             if marker is not None:
