@@ -175,7 +175,8 @@ def test_frame_whose_worker_dies_twice_stops_the_run(seqs, client, tmp_path) -> 
 
     client.register_plugin(_exit_plugin("t002.tif", None))
     try:
-        with pytest.raises(ClusterError, match=r"t002\.tif: the worker processing this frame died twice"):
+        with pytest.raises(ClusterError, match=r"t002\.tif: the worker processing this frame died, and so did the "
+                                               r"one that ran it again; the run stopped"):
             predict_distributed("A549-SIM", [seqs["A549-SIM"]], [tmp_path / "dask"], client, threads=1)
     finally:
         client.unregister_worker_plugin("ecs-test-exit-on-frame")
@@ -220,3 +221,12 @@ def test_parse_scheduler(spec, expected) -> None:
     assert local_threads(2, cores=16) == 8 and local_threads(4, cores=2) == 1
     with pytest.raises(ClusterError, match="must be >= 1"):
         parse_scheduler("local:0")
+
+
+def test_bad_scheduler_address() -> None:
+    from efficientcellseg.distributed import open_client
+
+    with pytest.raises(ClusterError, match=r"--scheduler foo: not a scheduler address .*local\[:N\]"):
+        open_client("foo", timeout_s=1)
+    with pytest.raises(ClusterError, match=r"nowhere\.json: scheduler file not found"):
+        open_client("nowhere.json", timeout_s=1)

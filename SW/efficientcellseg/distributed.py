@@ -169,7 +169,10 @@ def open_client(scheduler: str, timeout_s: float = CONNECT_TIMEOUT_S,
         raise ClusterError(f"{address}: scheduler file not found; start the scheduler with --scheduler-file {address}")
     try:
         client = Client(**kwargs, timeout=timeout_s)
-    except (OSError, TimeoutError, ValueError) as exc:
+    except ValueError as exc:
+        raise ClusterError(f"--scheduler {address}: not a scheduler address ({exc}); give tcp://HOST:PORT, a "
+                           "scheduler file (.json) or local[:N]") from exc
+    except (OSError, TimeoutError) as exc:
         raise ClusterError(f"cannot reach the Dask scheduler at {address} within {timeout_s:g} s "
                            f"({type(exc).__name__}: {exc}); start it or fix --scheduler") from exc
     n_workers = len(client.scheduler_info().get("workers", {}))
@@ -281,9 +284,9 @@ def _run(client: Client, jobs: list[_Job], opts: WorkerOptions, inputs: Sequence
             try:
                 result = fut.result()
             except KilledWorker as exc:
-                raise ClusterError(f"{job.frame}: the worker processing this frame died twice, the run stopped "
-                                   "(out of memory? use fewer workers per machine or more memory per worker)"
-                                   ) from exc
+                raise ClusterError(f"{job.frame}: the worker processing this frame died, and so did the one that "
+                                   "ran it again; the run stopped (out of memory? use fewer workers per machine or "
+                                   "more memory per worker)") from exc
             except Exception as exc:  # noqa: BLE001 - any task failure ends the run with one line naming the frame
                 raise ClusterError(f"{job.frame}: failed twice on the cluster ({type(exc).__name__}: {exc})"
                                    ) from exc
