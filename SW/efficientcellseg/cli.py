@@ -39,8 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="segment a CTC sequence and write uint16 maskTTT.tif files")
     p.add_argument("--dataset", required=True, choices=DATASET_CHOICES, help="which dataset configuration to use")
-    p.add_argument("--input", required=True, type=Path, help="sequence folder with tTTT.tif frames, e.g. DATA/01")
-    p.add_argument("--output", required=True, type=Path, help="result folder, e.g. DATA/01_RES (created)")
+    p.add_argument("--input", required=True, type=Path, action="append",
+                   help="sequence folder with tTTT.tif frames, e.g. DATA/01; repeat for several sequences")
+    p.add_argument("--output", required=True, type=Path, action="append",
+                   help="result folder, e.g. DATA/01_RES (created); one per --input, in the same order")
     p.add_argument("--model", type=Path, default=None,
                    help="segmentation model folder (default: models/<dataset>-seg shipped with the package)")
     p.add_argument("--centers-model", type=Path, default=None,
@@ -57,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview", type=Path, default=None, help="write PNG overlays of a few slices into this folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing masks (default: replace as well; "
                    "kept for scripts)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS|local[:N]",
+                   help="run every frame as a Dask task: a scheduler address (tcp://HOST:8786), a scheduler file "
+                        "(.json), or local[:N] for N worker processes on this machine (default: no Dask)")
+    p.add_argument("--scheduler-timeout", type=float, default=15.0, metavar="S",
+                   help="give up connecting to --scheduler after S seconds (default 15)")
     p.add_argument("--track", action="store_true",
                    help="after the last frame, link the masks over time and write res_track.txt (see track)")
     _add_common(p)
@@ -154,18 +161,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
-    from efficientcellseg.infer import predict_sequence
+    from efficientcellseg.errors import CTCInputError
 
-    report = predict_sequence(
-        dataset=a.dataset, input_dir=a.input, output_dir=a.output, model_dir=a.model,
-        centers_model_dir=a.centers_model, device=a.device, backend=a.backend, batch_size=a.batch_size,
-        precision=a.precision, threads=a.threads, preview_dir=a.preview,
-    )
-    log.info("wrote %d masks to %s", report.n_frames, report.output_dir)
+    if len(a.input) != len(a.output):
+        raise CTCInputError(f"{len(a.input)} --input folder(s) but {len(a.output)} --output folder(s); "
+                            "give one --output per --input, in the same order")
+    if a.scheduler is not None:
+        from efficientcellseg.distributed import predict_distributed  # imports Dask only now
+
+        reports = predict_distributed(
+            dataset=a.dataset, inputs=a.input, outputs=a.output, scheduler=a.scheduler, model_dir=a.model,
+            centers_model_dir=a.centers_model, device=a.device, backend=a.backend, batch_size=a.batch_size,
+            precision=a.precision, threads=a.threads, preview_dir=a.preview, timeout_s=a.scheduler_timeout,
+        )
+    else:
+        from efficientcellseg.infer import predict_sequence
+
+        reports = [predict_sequence(
+            dataset=a.dataset, input_dir=input_dir, output_dir=output_dir, model_dir=a.model,
+            centers_model_dir=a.centers_model, device=a.device, backend=a.backend, batch_size=a.batch_size,
+            precision=a.precision, threads=a.threads, preview_dir=a.preview,
+        ) for input_dir, output_dir in zip(a.input, a.output, strict=True)]
+    for report in reports:
+        log.info("wrote %d masks to %s", report.n_frames, report.output_dir)
     if a.track:
         from efficientcellseg.track import track_folder
 
-        track_folder(a.output, dataset=a.dataset, input_dir=a.input)
+        for input_dir, output_dir in zip(a.input, a.output, strict=True):
+            track_folder(output_dir, dataset=a.dataset, input_dir=input_dir)
     return 0
 
 
@@ -277,11 +300,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the sub-command. Returns 0 on success, 2 on bad input, 1 on other errors."""
     args = build_parser().parse_args(argv)
     setup_logging(-1 if args.quiet else args.verbose)
-    from efficientcellseg.errors import CTCInputError, ModelError
+    from efficientcellseg.errors import ClusterError, CTCInputError, ModelError
 
     try:
         return HANDLERS[args.command](args)
-    except (CTCInputError, ModelError) as exc:
+    except (CTCInputError, ModelError, ClusterError) as exc:
         log.error("%s", exc)
         return 2
     except KeyboardInterrupt:

@@ -7,3 +7,7 @@ class CTCInputError(ValueError):
 
 class ModelError(RuntimeError):
     """A model folder cannot be used (missing files, sha256 mismatch, bad config)."""
+
+
+class ClusterError(RuntimeError):
+    """A Dask cluster cannot be used (scheduler unreachable, bad ``--scheduler``) or a frame failed on it twice."""

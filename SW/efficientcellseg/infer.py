@@ -312,6 +312,25 @@ class Segmenter:
         return self.labels(self.probabilities(raw))
 
 
+def segment_frame_file(seg: Segmenter, frame_path: Path, mask_path: Path, preview_path: Path | None = None) -> None:
+    """Read one raw frame, segment it and write its mask atomically: one frame, nothing overlapped.
+
+    The per-frame unit of work of a cluster worker (:mod:`efficientcellseg.distributed`); the masks are the same
+    bytes as :func:`predict_sequence` writes. Unreadable frames raise the same :class:`CTCInputError`.
+    """
+    with seg.timer.stage("read"):
+        raw = read_frame(frame_path, max_z=seg.cfg.max_z)
+    if raw.max() == raw.min():
+        log.warning("%s: frame is constant (empty); writing an empty mask", frame_path)
+    labels = seg.segment(raw)
+    if preview_path is not None:
+        from efficientcellseg.preview import write_preview
+
+        write_preview(Path(preview_path), raw, labels)
+    with seg.timer.stage("write"):
+        write_mask(mask_path, labels)
+
+
 def resolve_model_dir(cfg: DatasetConfig, task: str, given: Path | None) -> Path:
     """The model folder to use: the one given, else ``models/<name>`` shipped with the package."""
     if given is not None:

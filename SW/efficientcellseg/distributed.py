@@ -1,0 +1,304 @@
+"""Scale-out with Dask: every frame of one or more CTC sequences is one ``dask.distributed`` task.
+
+Frames are independent, so ``predict --scheduler ADDRESS|local[:N]`` submits one task per frame. Only file paths
+and a small dict of options travel between the client and the workers, never frames: each task reads its frame
+from the (shared) file system, segments it with :func:`efficientcellseg.infer.segment_frame_file` (the same
+pipeline as the serial path, so the masks are the same bytes) and writes its mask atomically into the output
+folder. Each worker process builds its :class:`~efficientcellseg.infer.Segmenter` once per set of options (a
+per-process cache), verifying the model folders' sha256 as the serial path does.
+
+Failures: a frame whose worker dies (killed, out of memory) is run again on another worker; if that one dies as
+well, the run stops with one line naming the frame (``allowed-failures`` 1; a remote scheduler uses its own
+setting, see README). Any other exception in a task is retried once. Unreadable frames and model problems are
+not retried: the task returns the usual :class:`CTCInputError`/:class:`ModelError` and the client raises it,
+so the user sees the same one-line message as with the serial path.
+
+This module is imported only when ``--scheduler`` is given; without it nothing of Dask is imported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import dask
+import dask.system
+from distributed import Client, LocalCluster, as_completed, get_worker
+from distributed.scheduler import KilledWorker
+
+from efficientcellseg.ctc_io import check_output_dir, list_frames
+from efficientcellseg.datasets import get_dataset
+from efficientcellseg.errors import ClusterError, CTCInputError, ModelError
+from efficientcellseg.infer import PredictReport, Segmenter, build_segmenter, resolve_model_dir, segment_frame_file
+from efficientcellseg.log import PACKAGE_LOGGER, progress, setup_logging
+from efficientcellseg.weights import verify_model_folder
+
+log = logging.getLogger(__name__)
+
+LOCAL_RE = re.compile(r"^local(?::(\d+))?$")
+"""``local`` (one worker per core) or ``local:N`` (N workers) starts a LocalCluster on this machine."""
+CONNECT_TIMEOUT_S = 15.0
+"""Default bound on connecting to a remote scheduler before the run fails with one line."""
+ALLOWED_FAILURES = 1
+"""Worker deaths a frame survives: 1 = it is run a second time; a second death stops the run."""
+TASK_RETRIES = 1
+"""Extra attempts of a frame whose task raised an unexpected exception (not a CTC input or model error)."""
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What a worker needs to build its :class:`Segmenter`; also the key of the per-process cache."""
+
+    dataset: str
+    model_dir: str | None = None
+    centers_model_dir: str | None = None
+    device: str = "auto"
+    backend: str = "auto"
+    batch_size: int | None = None
+    precision: str = "auto"
+    threads: int | None = None
+    """Intra-op threads of torch/ONNX Runtime per task; ``None``: the worker's cores / its task slots."""
+
+
+_SEGMENTERS: dict[WorkerOptions, Segmenter] = {}
+_SEGMENTERS_LOCK = threading.Lock()
+
+
+def worker_segmenter(opts: WorkerOptions) -> tuple[Segmenter, float]:
+    """This process's segmenter for ``opts``, built (models loaded, sha256 checked) on first use.
+
+    Returns the segmenter and the seconds spent building it now (0.0 when it was cached).
+    """
+    with _SEGMENTERS_LOCK:
+        seg = _SEGMENTERS.get(opts)
+        if seg is not None:
+            return seg, 0.0
+        import torch
+
+        t0 = time.perf_counter()
+        threads = opts.threads or _default_task_threads()
+        torch.set_num_threads(threads)
+        seg = build_segmenter(opts.dataset, opts.model_dir, opts.centers_model_dir, opts.device, opts.backend,
+                              opts.batch_size, opts.precision)
+        _SEGMENTERS[opts] = seg
+        log.debug("worker %d: models for %s loaded (%d threads)", os.getpid(), opts.dataset, threads)
+        return seg, time.perf_counter() - t0
+
+
+def _default_task_threads() -> int:
+    """Cores of this worker (affinity/cgroup aware) divided by its task slots; 1 outside a worker."""
+    try:
+        slots = get_worker().state.nthreads
+    except ValueError:
+        return 1
+    return max(1, dask.system.CPU_COUNT // max(1, slots))
+
+
+def segment_frame_task(opts: dict[str, Any], frame: str, mask: str, preview: str | None = None,
+                       verbosity: int = 0) -> dict[str, Any]:
+    """One frame on a worker: read ``frame``, segment it, write ``mask`` atomically.
+
+    Returns a small dict (``mask``, ``load_s``, ``frame_s``, ``pid``); a CTC input or model error is returned
+    as ``{"error": exc}`` instead of raised, so that Dask does not retry what would fail the same way again.
+    ``verbosity`` sets up the worker's package logging as the CLI's ``-v``/``-q`` do.
+    """
+    setup_logging(verbosity)
+    try:
+        seg, load_s = worker_segmenter(WorkerOptions(**opts))
+        t0 = time.perf_counter()
+        segment_frame_file(seg, Path(frame), Path(mask), Path(preview) if preview else None)
+    except (CTCInputError, ModelError) as exc:
+        return {"error": exc}
+    return {"mask": mask, "load_s": load_s, "frame_s": time.perf_counter() - t0, "pid": os.getpid()}
+
+
+def parse_scheduler(spec: str) -> tuple[str, int | None]:
+    """``("local", N)`` for ``local[:N]`` (N = cores when omitted), else ``(spec, None)`` for a scheduler address."""
+    spec = spec.strip()
+    m = LOCAL_RE.match(spec)
+    if m:
+        n = int(m.group(1)) if m.group(1) else dask.system.CPU_COUNT
+        if n < 1:
+            raise ClusterError(f"--scheduler {spec}: the number of local workers must be >= 1")
+        return "local", n
+    if not spec:
+        raise ClusterError("--scheduler is empty; give a scheduler address (tcp://HOST:8786), a scheduler file "
+                           "(.json) or local[:N]")
+    return spec, None
+
+
+def local_threads(n_workers: int, cores: int | None = None) -> int:
+    """Intra-op threads per worker of a local cluster of ``n_workers``: ``max(1, cores // n_workers)``."""
+    return max(1, (cores or dask.system.CPU_COUNT) // n_workers)
+
+
+def open_client(scheduler: str, timeout_s: float = CONNECT_TIMEOUT_S,
+                verbose: bool = False) -> tuple[Client, LocalCluster | None, int | None]:
+    """Connect to ``scheduler`` (or start a LocalCluster for ``local[:N]``).
+
+    Returns the client, the local cluster to close afterwards (``None`` for a remote scheduler) and the
+    threads per task for a local cluster (``None``: let each remote worker decide). An unreachable scheduler
+    raises :class:`ClusterError` after at most ``timeout_s`` seconds.
+    """
+    address, n = parse_scheduler(scheduler)
+    if n is not None:
+        # The scheduler and the nannies log to this process's stderr; failures reach the user through the
+        # client as one line, so Dask's own messages are kept out unless -v was given.
+        quiet = logging.DEBUG if verbose else logging.CRITICAL
+        with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
+            # no dashboard; the scheduler's small HTTP server takes any free loopback port (not 8787)
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                   dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                                   silence_logs=quiet)
+        try:
+            client = Client(cluster, timeout=timeout_s)
+        except BaseException:
+            cluster.close()
+            raise
+        log.info("local Dask cluster: %d worker processes, %d thread(s) each", n, local_threads(n))
+        return client, cluster, local_threads(n)
+    kwargs: dict[str, Any] = {"scheduler_file": address} if address.endswith(".json") else {"address": address}
+    if "scheduler_file" in kwargs and not Path(address).is_file():
+        raise ClusterError(f"{address}: scheduler file not found; start the scheduler with --scheduler-file {address}")
+    try:
+        client = Client(**kwargs, timeout=timeout_s)
+    except ValueError as exc:
+        raise ClusterError(f"--scheduler {address}: not a scheduler address ({exc}); give tcp://HOST:PORT, a "
+                           "scheduler file (.json) or local[:N]") from exc
+    except (OSError, TimeoutError) as exc:
+        raise ClusterError(f"cannot reach the Dask scheduler at {address} within {timeout_s:g} s "
+                           f"({type(exc).__name__}: {exc}); start it or fix --scheduler") from exc
+    n_workers = len(client.scheduler_info().get("workers", {}))
+    log.info("Dask scheduler %s: %d worker(s) connected now", address, n_workers)
+    return client, None, None
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One frame to segment: where it is, where its mask goes, which sequence it belongs to."""
+
+    seq: int
+    frame: Path
+    mask: Path
+    preview: Path | None
+
+
+def _plan(dataset: str, inputs: Sequence[Path], outputs: Sequence[Path], preview_dir: Path | None) -> list[_Job]:
+    """All frames of all sequences in order, after the same input checks as the serial path."""
+    cfg = get_dataset(dataset)
+    jobs = []
+    for s, (inp, outp) in enumerate(zip(inputs, outputs)):
+        frames = list_frames(inp)
+        out = check_output_dir(outp, inp)
+        ends = {frames[0].index, frames[-1].index} if preview_dir else set()
+        for fr in frames:
+            pv = Path(preview_dir) / f"{cfg.key}_{Path(inp).name}_t{fr.digits}.png" if fr.index in ends else None
+            jobs.append(_Job(s, fr.path.resolve(), out / fr.mask_name, pv))
+    return jobs
+
+
+def _verify_models(opts: WorkerOptions) -> None:
+    """Check the model folders' sha256 here before any task runs (the workers check them again)."""
+    cfg = get_dataset(opts.dataset)
+    given = {"seg": opts.model_dir, "centers": opts.centers_model_dir}
+    for task in cfg.models:
+        d = given.get(task)
+        verify_model_folder(resolve_model_dir(cfg, task, Path(d) if d else None))
+
+
+def predict_distributed(
+    dataset: str,
+    inputs: Sequence[Path],
+    outputs: Sequence[Path],
+    scheduler: str | Client,
+    model_dir: Path | None = None,
+    centers_model_dir: Path | None = None,
+    device: str = "auto",
+    backend: str = "auto",
+    batch_size: int | None = None,
+    precision: str = "auto",
+    threads: int | None = None,
+    preview_dir: Path | None = None,
+    timeout_s: float = CONNECT_TIMEOUT_S,
+) -> list[PredictReport]:
+    """Segment every frame of the sequences ``inputs`` into ``outputs`` (paired by position) on a Dask cluster.
+
+    ``scheduler`` is an address (``tcp://HOST:8786``), a scheduler file (``.json``), ``local[:N]``, or a
+    connected :class:`distributed.Client` (left open). Paths must be visible to the workers under the same
+    names (a shared file system). Returns one report per sequence; ``timings`` sums the workers' seconds.
+    """
+    if len(inputs) != len(outputs):
+        raise CTCInputError(f"{len(inputs)} --input folder(s) but {len(outputs)} --output folder(s); "
+                            "give one --output per --input, in the same order")
+    jobs = _plan(dataset, inputs, outputs, preview_dir)
+    opts = WorkerOptions(dataset, str(model_dir) if model_dir else None,
+                         str(centers_model_dir) if centers_model_dir else None, device, backend, batch_size,
+                         precision, threads)
+    _verify_models(opts)
+    verbose = logging.getLogger(PACKAGE_LOGGER).getEffectiveLevel() < logging.INFO
+    own = not isinstance(scheduler, Client)
+    if own:
+        client, cluster, local_t = open_client(str(scheduler), timeout_s, verbose)
+    else:
+        client, cluster, local_t = scheduler, None, None
+    if opts.threads is None and local_t is not None:
+        opts = WorkerOptions(**{**asdict(opts), "threads": local_t})
+    try:
+        return _run(client, jobs, opts, inputs, outputs)
+    finally:
+        if own:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+
+def _run(client: Client, jobs: list[_Job], opts: WorkerOptions, inputs: Sequence[Path],
+         outputs: Sequence[Path]) -> list[PredictReport]:
+    """Submit one task per frame, follow them as they complete, stop at the first failed frame."""
+    cfg = get_dataset(opts.dataset)
+    log.info("%s: %d frames of %d sequence(s) submitted to the cluster", cfg.key, len(jobs), len(inputs))
+    run = uuid.uuid4().hex[:8]
+    payload = asdict(opts)
+    level = logging.getLogger(PACKAGE_LOGGER).getEffectiveLevel()
+    verbosity = 0 if level == logging.INFO else (1 if level < logging.INFO else -1)
+    futures = {}
+    for i, job in enumerate(jobs):
+        fut = client.submit(segment_frame_task, payload, str(job.frame), str(job.mask),
+                            str(job.preview) if job.preview else None, verbosity,
+                            key=f"ecs-{run}-{i:06d}-{job.frame.name}", retries=TASK_RETRIES, pure=False)
+        futures[fut] = job
+    seconds = [{"load": 0.0, "frame": 0.0} for _ in inputs]
+    counts = [0 for _ in inputs]
+    t0 = time.perf_counter()
+    try:
+        bar = progress(as_completed(list(futures)), total=len(futures), desc=f"{cfg.key} (Dask)", unit="frame")
+        for fut in bar:
+            job = futures[fut]
+            try:
+                result = fut.result()
+            except KilledWorker as exc:
+                raise ClusterError(f"{job.frame}: the worker processing this frame died, and so did the one that "
+                                   "ran it again; the run stopped (out of memory? use fewer workers per machine or "
+                                   "more memory per worker)") from exc
+            except Exception as exc:  # noqa: BLE001 - any task failure ends the run with one line naming the frame
+                raise ClusterError(f"{job.frame}: failed twice on the cluster ({type(exc).__name__}: {exc})"
+                                   ) from exc
+            if "error" in result:
+                raise result["error"]
+            seconds[job.seq]["load"] += result["load_s"]
+            seconds[job.seq]["frame"] += result["frame_s"]
+            counts[job.seq] += 1
+    finally:
+        pending = [f for f in futures if not f.done()]
+        if pending:
+            client.cancel(pending)
+    wall = time.perf_counter() - t0
+    log.info("%s: %d frames in %.1f s (%.3f frames/s) on the cluster", cfg.key, len(jobs), wall, len(jobs) / wall)
+    return [PredictReport(counts[s], check_output_dir(outputs[s], inputs[s]), seconds[s]) for s in range(len(inputs))]
