@@ -391,6 +391,7 @@ class _MDASim:
             c.bumps[:, 0] += rng.normal(0, 0.12, len(c.bumps))
             c.bumps[:, 1] = np.clip(c.bumps[:, 1] * rng.lognormal(0, 0.15, len(c.bumps)), 0.1, 2.0)
             c.rounding *= 0.45
+            c.radius = min(c.radius * 1.03, 22.0)  # daughters grow back
             if c.age >= 1 and rng.uniform() < 0.035 and len(self.cells) < 40:
                 axis = rng.uniform(-np.pi, np.pi)
                 d = 0.45 * c.radius * np.array([math.sin(axis), math.cos(axis)])
@@ -483,7 +484,6 @@ class _TRICSim:
         self.tracks = _Tracks()
         nz, ny, nx = shape
         rng = _rng(seed, "layout")
-        self.scale = math.sqrt(ny * nx / (700 * 1000))
         # embryo region and patchy density: smooth noise fields on a coarse grid (cheap at any frame size)
         cy, cx = max(8, ny // 32), max(8, nx // 32)
         self._region_coarse = _fourier_noise(rng, (cy, cx), (1.0, 1.0), 3.0, 8.0, 1.5)
