@@ -163,8 +163,13 @@ def test_debris_bright_but_unlabelled(crop) -> None:
 
 
 def test_same_seed_byte_identical_other_seed_differs(tmp_path: Path, a549: Path) -> None:
+    stale = tmp_path / "Fluo-C3DH-A549-SIM"
+    for name in ("02/t005.tif", "02_GT/TRA/man_track005.tif", "02_GT/SEG/man_seg005.tif"):
+        (stale / name).parent.mkdir(parents=True, exist_ok=True)
+        (stale / name).write_bytes(b"left over from a longer run")
+    (stale / "synth.json").write_text('{"family": "B"}')
     again = generate_b("A549-SIM", tmp_path, seq="02", frames=1, seed=3)
-    assert _digest(again) == _digest(a549)
+    assert _digest(again) == _digest(a549)  # same bytes, and the stale frame 5 is gone
     lab3 = _A549Sim((37, 300, 400), 3, FamilyBParams()).frame(0)[0]
     lab4 = _A549Sim((37, 300, 400), 4, FamilyBParams()).frame(0)[0]
     np.testing.assert_array_equal(lab3, tifffile.imread(a549 / "02_GT" / "TRA" / "man_track000.tif"))
@@ -263,6 +268,10 @@ def test_cli_family_b_and_condition_only_with_b(tmp_path: Path) -> None:
     (tmp_path / "x" / "Fluo-C3DH-A549-SIM" / "synth.json").write_text('{"sequences": {}}')
     with pytest.raises(ValueError, match="family-A"):
         generate_b("A549-SIM", tmp_path / "x", frames=1)
+    # nor is a folder with other data (e.g. real CTC frames) written into
+    (tmp_path / "real" / "Fluo-C3DH-A549-SIM" / "01").mkdir(parents=True)
+    with pytest.raises(ValueError, match="not a family-B folder"):
+        generate_b("A549-SIM", tmp_path / "real", frames=1)
 
 
 def test_does_not_import_family_a() -> None:
