@@ -915,7 +915,8 @@ def frame_b(profile: str, seed: int = 0, small: bool = False, params: FamilyBPar
 
 
 def _gold_b(lab: np.ndarray, rng: np.random.Generator, sparse: bool) -> dict[int, np.ndarray]:
-    """2-3 annotated slices with enough foreground; all objects (MDA231) or a ~35 % subset (TRIC)."""
+    """2-3 annotated slices with enough foreground: every object of >= 10 pixels in the slice (MDA231), or a
+    ~35 % subset of the objects of >= 15 pixels (TRIC, sparse like the real gold truth)."""
     nz = lab.shape[0]
     area = np.count_nonzero(lab.reshape(nz, -1), axis=1)
     cand = np.flatnonzero(area >= 0.3 * area.max()) if area.max() else np.arange(nz)
