@@ -263,6 +263,7 @@ def test_cli_family_b_and_condition_only_with_b(tmp_path: Path) -> None:
     meta = json.loads((tmp_path / "Fluo-C3DH-A549-SIM" / "synth.json").read_text())
     assert meta["sequences"]["01"]["condition"] == "dim" and (tmp_path / "p.png").is_file()
     assert main(["synth", "--profile", "A549-SIM", "--out", str(tmp_path / "a"), "--condition", "dim", "-q"]) == 2
+    assert main(["synth", "--family", "b", "--profile", "A549-SIM", "--out", str(tmp_path), "--frames", "0"]) == 2
     # a family-A folder is never mixed with family B
     (tmp_path / "x" / "Fluo-C3DH-A549-SIM").mkdir(parents=True)
     (tmp_path / "x" / "Fluo-C3DH-A549-SIM" / "synth.json").write_text('{"sequences": {}}')
