@@ -42,7 +42,7 @@ def mda(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tric(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_b("TRIC", tmp_path_factory.mktemp("tric"), frames=2, seed=2, small=True)
+    return generate_b("TRIC", tmp_path_factory.mktemp("tric"), frames=1, seed=2, small=True)
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +115,11 @@ def test_mda231_layout_slice_gt_tracks_and_py_ctcmetrics(mda: Path) -> None:
     assert valid(masks, read_tracking_file(str(tra_dir / "man_track.txt")), labels) == 1
 
 
-def test_tric_small_dense_touching_sparse_gt_and_divisions(tric: Path) -> None:
-    _layout(tric, "01", 2, (13, 700, 1000), np.uint8)
+def test_tric_small_dense_touching_sparse_gt(tric: Path) -> None:
+    """One frame (TRIC's motion and divisions: test_tracks_stay_consistent_over_many_frames)."""
+    _layout(tric, "01", 1, (13, 700, 1000), np.uint8)
     _slice_gt_is_cut_of_truth(tric, "01", sparse=True)
-    _tracks_consistent(tric, "01", need_division=True)
+    _tracks_consistent(tric, "01", need_division=False)
     lab = tifffile.imread(tric / "01_GT" / "TRA" / "man_track000.tif")
     assert np.unique(lab).size - 1 > 1000
     a, b = lab[:, :, :-1], lab[:, :, 1:]
