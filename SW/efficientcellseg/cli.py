@@ -235,8 +235,12 @@ def _cmd_synth(a: argparse.Namespace) -> int:
 def _synth_family_b(a: argparse.Namespace) -> int:
     from efficientcellseg.synth_b import generate_b
 
-    ds = generate_b(profile=a.profile, out_root=a.out, seq=a.seq, frames=a.frames or 6, seed=a.seed, small=a.small,
-                    condition=a.condition or "default")
+    try:
+        ds = generate_b(profile=a.profile, out_root=a.out, seq=a.seq, frames=a.frames, seed=a.seed, small=a.small,
+                        condition=a.condition or "default")
+    except ValueError as exc:  # a refused folder or a bad --frames/--seq: one line, exit code 2
+        log.error("%s", exc)
+        return 2
     if a.preview is not None:
         from efficientcellseg.ctc_io import list_frames, read_frame, read_tiff
         from efficientcellseg.preview import write_preview

@@ -86,7 +86,14 @@ from scipy import fft as sfft
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
-from efficientcellseg.ctc_io import write_text_atomic, write_tiff_atomic
+from efficientcellseg.ctc_io import (
+    FRAME_RE,
+    MAN_SEG_RE,
+    MAN_SEG_SLICE_RE,
+    MAN_TRACK_RE,
+    write_text_atomic,
+    write_tiff_atomic,
+)
 from efficientcellseg.datasets import get_dataset
 from efficientcellseg.log import progress
 
@@ -391,6 +398,7 @@ class _MDASim:
             c.bumps[:, 0] += rng.normal(0, 0.12, len(c.bumps))
             c.bumps[:, 1] = np.clip(c.bumps[:, 1] * rng.lognormal(0, 0.15, len(c.bumps)), 0.1, 2.0)
             c.rounding *= 0.45
+            c.radius = min(c.radius * 1.03, 22.0)  # daughters grow back
             if c.age >= 1 and rng.uniform() < 0.035 and len(self.cells) < 40:
                 axis = rng.uniform(-np.pi, np.pi)
                 d = 0.45 * c.radius * np.array([math.sin(axis), math.cos(axis)])
@@ -483,7 +491,6 @@ class _TRICSim:
         self.tracks = _Tracks()
         nz, ny, nx = shape
         rng = _rng(seed, "layout")
-        self.scale = math.sqrt(ny * nx / (700 * 1000))
         # embryo region and patchy density: smooth noise fields on a coarse grid (cheap at any frame size)
         cy, cx = max(8, ny // 32), max(8, nx // 32)
         self._region_coarse = _fourier_noise(rng, (cy, cx), (1.0, 1.0), 3.0, 8.0, 1.5)
@@ -908,7 +915,8 @@ def frame_b(profile: str, seed: int = 0, small: bool = False, params: FamilyBPar
 
 
 def _gold_b(lab: np.ndarray, rng: np.random.Generator, sparse: bool) -> dict[int, np.ndarray]:
-    """2-3 annotated slices with enough foreground; all objects (MDA231) or a ~35 % subset (TRIC)."""
+    """2-3 annotated slices with enough foreground: every object of >= 10 pixels in the slice (MDA231), or a
+    ~35 % subset of the objects of >= 15 pixels (TRIC, sparse like the real gold truth)."""
     nz = lab.shape[0]
     area = np.count_nonzero(lab.reshape(nz, -1), axis=1)
     cand = np.flatnonzero(area >= 0.3 * area.max()) if area.max() else np.arange(nz)
@@ -925,7 +933,7 @@ def _gold_b(lab: np.ndarray, rng: np.random.Generator, sparse: bool) -> dict[int
     return out
 
 
-def generate_b(profile: str, out_root: str | os.PathLike, seq: str = "01", frames: int = 6, seed: int = 0,
+def generate_b(profile: str, out_root: str | os.PathLike, seq: str = "01", frames: int | None = 6, seed: int = 0,
                small: bool = False, params: FamilyBParams = FamilyBParams(), condition: str | None = None) -> Path:
     """Write family-B sequence ``seq`` of ``profile`` under ``out_root`` in CTC layout; return the dataset folder.
 
@@ -933,19 +941,29 @@ def generate_b(profile: str, out_root: str | os.PathLike, seq: str = "01", frame
     """
     prof = _profile_b(profile)
     params = _resolve(params, condition)
-    n = int(frames)
+    n = 6 if frames is None else int(frames)
     if n < 1:
         raise ValueError(f"frames must be >= 1, got {frames}")
     if not (seq.isdigit() and len(seq) == 2):
         raise ValueError(f"seq must be two digits like 01, got {seq!r}")
     ds = Path(out_root) / get_dataset(prof.key).ctc_name
     meta_path = ds / "synth.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"family": "B"}
-    if meta.get("family") != "B":
-        raise ValueError(f"{ds} holds family-A synthetic data (synth.json); write family B into another folder")
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("family") != "B":
+            raise ValueError(f"{ds} holds family-A synthetic data (synth.json); write family B into another folder")
+    elif ds.is_dir() and any(ds.iterdir()):
+        raise ValueError(f"{ds} exists and is not a family-B folder (no synth.json); give an empty output root")
+    else:
+        meta = {"family": "B"}
+    meta.update({"family": "B", "generator": "efficientcellseg.synth_b", "note": _NOTE})
+    write_text_atomic(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     raw_dir, seg_dir, tra_dir = ds / seq, ds / f"{seq}_GT" / "SEG", ds / f"{seq}_GT" / "TRA"
-    for d in (raw_dir, seg_dir, tra_dir):
+    for d, patterns in ((raw_dir, (FRAME_RE,)), (seg_dir, (MAN_SEG_RE, MAN_SEG_SLICE_RE)), (tra_dir, (MAN_TRACK_RE,))):
         d.mkdir(parents=True, exist_ok=True)
+        for old in d.iterdir():  # files of an earlier family-B run of this sequence (maybe longer)
+            if any(pat.match(old.name) for pat in patterns) or old.name == "man_track.txt":
+                old.unlink()
     nd = 4 if n > 1000 else 3
     counts, gold_objects, sim = [], 0, None
     for t, raw, lab, _, sim in progress(_frames_b(prof, seq, small, seed, params, n), total=n,
@@ -962,7 +980,6 @@ def generate_b(profile: str, out_root: str | os.PathLike, seq: str = "01", frame
                 gold_objects += int(np.count_nonzero(np.bincount(sl.ravel())[1:]))
         counts.append(int(np.count_nonzero(np.bincount(lab.ravel())[1:])))
     write_text_atomic(tra_dir / "man_track.txt", sim.tracks.text())
-    meta.update({"family": "B", "generator": "efficientcellseg.synth_b", "note": _NOTE})
     meta.setdefault("sequences", {})[seq] = {
         "profile": prof.key, "seed": seed, "frames": n, "small": small, "shape": list(sim.shape),
         "dtype": prof.look.dtype, "params": asdict(params), "condition": condition, "version": FAMILY_B_VERSION,
