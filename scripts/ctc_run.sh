@@ -3,7 +3,8 @@
 # Reads ROOT/CTC_FOLDER/SEQ and writes ROOT/CTC_FOLDER/SEQ_RES. ROOT defaults to the folder that holds
 # this package (the CTC submission convention: ../<Dataset>/01 seen from the package folder).
 # EFFICIENTCELLSEG_PRECISION=int8 (or bf16, fp32, fp16) selects the network arithmetic (default auto: exact fp32 on
-# the CPU, fp16 on a GPU); see README "Speed".
+# the CPU, fp16 on a GPU); see README "Speed". With int8, EFFICIENTCELLSEG_CALIBRATE=DIR calibrates on frames of the
+# sequence folder DIR instead of the input sequence.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dataset="$1"; folder="$2"
@@ -21,5 +22,7 @@ input="$root/$folder/$seq"
 [ -d "$input" ] || { echo "error: input folder $input does not exist (expected ROOT/${folder}/${seq})" >&2; exit 2; }
 py="$here/.venv/bin/python"
 [ -x "$py" ] || py="$(command -v python3)" || { echo "error: no Python found; run ./test.sh or scripts/bootstrap.sh first" >&2; exit 2; }
+calibrate=()
+[ -z "${EFFICIENTCELLSEG_CALIBRATE:-}" ] || calibrate=(--calibrate "$EFFICIENTCELLSEG_CALIBRATE")
 exec "$py" -m efficientcellseg predict --dataset "$dataset" --input "$input" --output "${input}_RES" --device auto \
-  --precision "$precision"
+  --precision "$precision" "${calibrate[@]}"
