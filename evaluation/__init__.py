@@ -1,6 +1,7 @@
 """Standalone Cell Tracking Challenge SEG, PESEG, TRA and DET (official semantics; imports nothing from this project).
 
-Array functions live in :mod:`evaluation.seg`, folder walking in :mod:`evaluation.ctc_seg`; the names
+Array functions live in :mod:`evaluation.matching`, folder walking in :mod:`evaluation.ctc_seg`, the
+command line in :mod:`evaluation.seg`; the names
 below are imported on first use so that ``python -m evaluation.seg`` runs without a double import.
 """
 
@@ -10,11 +11,11 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "ObjectMatches": "seg",
-    "match_objects": "seg",
-    "pooled_seg": "seg",
-    "seg_score": "seg",
-    "peseg": "seg",
+    "ObjectMatches": "matching",
+    "match_objects": "matching",
+    "pooled_seg": "matching",
+    "seg_score": "matching",
+    "peseg": "matching",
     "SegError": "ctc_seg",
     "GtFile": "ctc_seg",
     "FileScore": "ctc_seg",

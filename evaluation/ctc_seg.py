@@ -25,7 +25,7 @@ from typing import Protocol
 import numpy as np
 import tifffile
 
-from .seg import ObjectMatches, match_objects, pooled_seg
+from .matching import ObjectMatches, match_objects, pooled_seg
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,9 @@
 # Reads ROOT/CTC_FOLDER/SEQ and writes ROOT/CTC_FOLDER/SEQ_RES. ROOT defaults to the folder that holds
 # this package (the CTC submission convention: ../<Dataset>/01 seen from the package folder).
 # EFFICIENTCELLSEG_PRECISION=int8 (or bf16, fp32, fp16) selects the network arithmetic (default auto: exact fp32 on
-# the CPU, fp16 on a GPU); see README "Speed". EFFICIENTCELLSEG_SCHEDULER=ADDRESS|local[:N] runs the frames as Dask
-# tasks (predict --scheduler; see README "Scaling out with Dask").
+# the CPU, fp16 on a GPU); see README "Speed". With int8, EFFICIENTCELLSEG_CALIBRATE=DIR calibrates on frames of the
+# sequence folder DIR instead of the input sequence. EFFICIENTCELLSEG_SCHEDULER=ADDRESS|local[:N] runs the frames
+# as Dask tasks (predict --scheduler; see README "Scaling out with Dask").
 # EFFICIENTCELLSEG_TRACK=1 links the masks over time after the last frame and writes res_track.txt (README "Tracking").
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,5 +32,8 @@ scheduler=()
 [ -z "${EFFICIENTCELLSEG_SCHEDULER:-}" ] || scheduler=(--scheduler "$EFFICIENTCELLSEG_SCHEDULER")
 py="$here/.venv/bin/python"
 [ -x "$py" ] || py="$(command -v python3)" || { echo "error: no Python found; run ./test.sh or scripts/bootstrap.sh first" >&2; exit 2; }
+calibrate=()
+[ -z "${EFFICIENTCELLSEG_CALIBRATE:-}" ] || calibrate=(--calibrate "$EFFICIENTCELLSEG_CALIBRATE")
 exec "$py" -m efficientcellseg predict --dataset "$dataset" --input "$input" --output "${input}_RES" --device auto \
-  --precision "$precision" ${track_flag[@]+"${track_flag[@]}"} ${scheduler[@]+"${scheduler[@]}"}
+  --precision "$precision" ${calibrate[@]+"${calibrate[@]}"} ${track_flag[@]+"${track_flag[@]}"} \
+  ${scheduler[@]+"${scheduler[@]}"}

@@ -166,7 +166,7 @@ def test_dense_and_sparse_joint_histograms_agree() -> None:
 
 
 def test_result_sizes_counted_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    import evaluation.seg as seg_module
+    import evaluation.matching as seg_module
 
     gt = np.zeros((6, 9), np.uint16)
     gt[1, 0:4] = 3  # |R| = 4

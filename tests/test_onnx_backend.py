@@ -1,11 +1,21 @@
-"""The ONNX Runtime backend gives the same probabilities as PyTorch and caches its export."""
+"""The ONNX Runtime backend gives the same probabilities as PyTorch and caches its export; int8 calibration on the
+user's frames: which inputs, how the cache is keyed, when it is reused."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
 import torch
 
-from efficientcellseg.infer import TorchRunner
-from efficientcellseg.onnx_backend import OnnxRunner, export_onnx
+from efficientcellseg.datasets import get_dataset
+from efficientcellseg.errors import ModelError
+from efficientcellseg.infer import (TorchRunner, build_segmenter, choose_calibration_frames, int8_calibration,
+                                    network_inputs, predict_slices)
+from efficientcellseg.onnx_backend import Calibration, OnnxRunner, export_onnx, int8_path, quantize_onnx
+from efficientcellseg.pseudocolor import pseudocolor_stack
 from efficientcellseg.weights import create_untrained_model_folder, load_model_folder
 
 
@@ -21,3 +31,82 @@ def test_onnx_matches_torch_and_is_cached(tmp_path) -> None:
     assert len(cached) == 1 and model.sha256[:16] in cached[0].name
     mtime = cached[0].stat().st_mtime_ns
     assert export_onnx(model) == cached[0] and cached[0].stat().st_mtime_ns == mtime  # reused, not re-exported
+
+
+def _frame_file(path: Path, seed: int, shape: tuple[int, int, int] = (5, 48, 56)) -> Path:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, rng.integers(0, 255, shape, dtype=np.uint8))
+    return path
+
+
+def test_calibration_frames_are_evenly_spaced(tmp_path) -> None:
+    for t in range(7):
+        (tmp_path / f"t{t:03d}.tif").write_bytes(b"")
+    assert [p.name for p in choose_calibration_frames(tmp_path)] == ["t000.tif", "t003.tif", "t006.tif"]
+    assert [p.name for p in choose_calibration_frames(tmp_path, n=10)] == [f"t{t:03d}.tif" for t in range(7)]
+
+
+def test_int8_cache_is_keyed_by_frames_and_model(tmp_path) -> None:
+    """Same frame bytes -> same int8 file name (wherever the file lies); other frames or weights -> another."""
+    cfg = get_dataset("A549-SIM")
+    a = _frame_file(tmp_path / "a" / "t000.tif", 1)
+    a_copy = tmp_path / "b" / "t005.tif"
+    a_copy.parent.mkdir()
+    a_copy.write_bytes(a.read_bytes())
+    other = _frame_file(tmp_path / "c" / "t000.tif", 2)
+    m1 = load_model_folder(create_untrained_model_folder(tmp_path / "m1", "A549-SIM", seed=1))
+    m2 = load_model_folder(create_untrained_model_folder(tmp_path / "m2", "A549-SIM", seed=2))
+    key = {name: int8_calibration([f], cfg) for name, f in (("a", a), ("copy", a_copy), ("other", other))}
+    assert key["a"].key == key["copy"].key != key["other"].key
+    assert int8_path(m1, key["a"]) == int8_path(m1, key["copy"])
+    assert int8_path(m1, key["a"]) != int8_path(m1, key["other"])
+    assert int8_path(m1, key["a"]).name.split("-int8")[1] != int8_path(m2, key["a"]).name.split("-int8")[1]
+
+
+@pytest.mark.parametrize("dataset, shape", [("A549-SIM", (5, 60, 70)), ("TRIC", (3, 800, 900))])
+def test_calibration_inputs_are_the_network_inputs_of_inference(dataset, shape) -> None:
+    """network_inputs returns exactly inputs that predict_slices gives the network, evenly spaced over them."""
+    cfg = get_dataset(dataset)
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 200, shape, dtype=np.uint8)
+    seen: list[np.ndarray] = []
+
+    def record(x: torch.Tensor) -> torch.Tensor:
+        seen.extend(x.numpy().copy())
+        return torch.zeros(x.shape[0], x.shape[-2], x.shape[-1])
+
+    predict_slices({"r": record}, pseudocolor_stack(raw), cfg, 1, torch.device("cpu"))
+    got = list(network_inputs(raw, cfg, n=4))
+    want = np.unique(np.linspace(0, len(seen) - 1, 4).round().astype(int))
+    assert len(got) == len(want) and len(seen) > 4
+    for g, i in zip(got, want):
+        np.testing.assert_array_equal(g, seen[i])
+    assert list(network_inputs(np.full(shape, 7, np.uint8), cfg)) == []  # constant frames are skipped
+
+
+def test_int8_needs_calibration_frames(tmp_path) -> None:
+    folder = create_untrained_model_folder(tmp_path / "A549-SIM-seg", "A549-SIM", seed=1)
+    with pytest.raises(ModelError, match="int8 needs calibration frames"):
+        OnnxRunner(load_model_folder(folder), int8=True)
+    with pytest.raises(ModelError, match="precision int8 needs calibration frames"):
+        build_segmenter("A549-SIM", model_dir=folder, device="cpu", precision="int8")
+
+
+def test_quantised_once_per_calibration_and_reused(tmp_path) -> None:
+    """Quantising reads the calibration inputs once; a second runner with the same frames reuses the file."""
+    folder = create_untrained_model_folder(tmp_path / "A549-SIM-seg", "A549-SIM", seed=1)
+    frame = _frame_file(tmp_path / "seq" / "t000.tif", 3)
+    base = int8_calibration([frame], get_dataset("A549-SIM"), n_inputs=2)
+    calls = []
+
+    def inputs():
+        calls.append(1)
+        return base.inputs()
+
+    cal = Calibration(base.key, inputs, base.description)
+    path = quantize_onnx(load_model_folder(folder), cal)
+    stamp = path.stat().st_mtime_ns
+    run = OnnxRunner(load_model_folder(folder), int8=True, calibration=cal)
+    assert run.precision == "int8" and calls == [1] and path.stat().st_mtime_ns == stamp
+    assert run(torch.rand(1, 3, 384, 384)).shape == (1, 384, 384)

@@ -70,13 +70,18 @@ def test_run_script_writes_complete_valid_results(tmp_path, untrained_models, ke
 
 
 def test_run_script_int8_precision(tmp_path, untrained_models) -> None:
-    """EFFICIENTCELLSEG_PRECISION reaches predict: int8 quantises the model once (cached beside it) and runs."""
+    """EFFICIENTCELLSEG_PRECISION reaches predict: int8 quantises the model once, calibrated on the input
+    sequence itself (cached beside the model), and runs; EFFICIENTCELLSEG_CALIBRATE reaches --calibrate."""
     ds = generate(profile="A549-SIM", out_root=tmp_path, seq="01", frames=1, seed=11)
     res = _run("run_A549-SIM.sh", "01", str(tmp_path), models=untrained_models, EFFICIENTCELLSEG_PRECISION="int8")
     assert res.returncode == 0, res.stderr[-2000:]
+    assert "calibrated on 1 frame(s) of" in res.stderr and str(ds / "01") in res.stderr
     m = tifffile.imread(ds / "01_RES" / "mask000.tif")
     assert m.dtype == np.uint16 and m.shape == tifffile.imread(ds / "01" / "t000.tif").shape
-    assert list((untrained_models / "A549-SIM-seg" / ".onnx-cache").glob("*-int8v*.onnx"))
+    assert len(list((untrained_models / "A549-SIM-seg" / ".onnx-cache").glob("*-int8v*.onnx"))) == 1
+    res = _run("run_A549-SIM.sh", "01", str(tmp_path), models=untrained_models, EFFICIENTCELLSEG_PRECISION="int8",
+               EFFICIENTCELLSEG_CALIBRATE=str(tmp_path / "missing"))
+    _assert_one_line_error(res, str(tmp_path / "missing"), "input folder does not exist")
 
 
 def test_bad_precision_variable(tmp_path, untrained_models) -> None:

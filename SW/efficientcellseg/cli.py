@@ -54,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="slices/tiles per forward pass (default: automatic)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16", "int8"],
                    help="network arithmetic: auto = exact fp32 on the CPU, fp16 autocast on CUDA; bf16 (CPU/CUDA) and "
-                        "int8 (CPU, ONNX Runtime, calibrated on synthetic data) are faster and change masks slightly")
+                        "int8 (CPU, ONNX Runtime, calibrated on the input frames) are faster and change masks slightly")
+    p.add_argument("--calibrate", type=Path, default=None, metavar="DIR",
+                   help="int8 only: calibrate on up to 3 evenly spaced tTTT.tif frames of this sequence folder "
+                        "(default: the --input sequence); the quantised model is cached per calibration frames")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--preview", type=Path, default=None, help="write PNG overlays of a few slices into this folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing masks (default: replace as well; "
@@ -173,6 +176,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
             dataset=a.dataset, inputs=a.input, outputs=a.output, scheduler=a.scheduler, model_dir=a.model,
             centers_model_dir=a.centers_model, device=a.device, backend=a.backend, batch_size=a.batch_size,
             precision=a.precision, threads=a.threads, preview_dir=a.preview, timeout_s=a.scheduler_timeout,
+            calibrate=a.calibrate,
         )
     else:
         from efficientcellseg.infer import predict_sequence
@@ -180,7 +184,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         reports = [predict_sequence(
             dataset=a.dataset, input_dir=input_dir, output_dir=output_dir, model_dir=a.model,
             centers_model_dir=a.centers_model, device=a.device, backend=a.backend, batch_size=a.batch_size,
-            precision=a.precision, threads=a.threads, preview_dir=a.preview,
+            precision=a.precision, threads=a.threads, preview_dir=a.preview, calibrate=a.calibrate,
         ) for input_dir, output_dir in zip(a.input, a.output, strict=True)]
     for report in reports:
         log.info("wrote %d masks to %s", report.n_frames, report.output_dir)

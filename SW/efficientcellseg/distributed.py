@@ -36,7 +36,14 @@ from distributed.scheduler import KilledWorker
 from efficientcellseg.ctc_io import check_output_dir, list_frames
 from efficientcellseg.datasets import get_dataset
 from efficientcellseg.errors import ClusterError, CTCInputError, ModelError
-from efficientcellseg.infer import PredictReport, Segmenter, build_segmenter, resolve_model_dir, segment_frame_file
+from efficientcellseg.infer import (
+    PredictReport,
+    Segmenter,
+    build_segmenter,
+    choose_calibration_frames,
+    resolve_model_dir,
+    segment_frame_file,
+)
 from efficientcellseg.log import PACKAGE_LOGGER, progress, setup_logging
 from efficientcellseg.weights import verify_model_folder
 
@@ -65,6 +72,8 @@ class WorkerOptions:
     precision: str = "auto"
     threads: int | None = None
     """Intra-op threads of torch/ONNX Runtime per task; ``None``: the worker's cores / its task slots."""
+    calibration_frames: tuple[str, ...] | None = None
+    """int8 only: raw frame files whose network inputs calibrate the quantised network (chosen by the client)."""
 
 
 _SEGMENTERS: dict[WorkerOptions, Segmenter] = {}
@@ -85,8 +94,9 @@ def worker_segmenter(opts: WorkerOptions) -> tuple[Segmenter, float]:
         t0 = time.perf_counter()
         threads = opts.threads or _default_task_threads()
         torch.set_num_threads(threads)
+        calib = [Path(p) for p in opts.calibration_frames] if opts.calibration_frames else None
         seg = build_segmenter(opts.dataset, opts.model_dir, opts.centers_model_dir, opts.device, opts.backend,
-                              opts.batch_size, opts.precision)
+                              opts.batch_size, opts.precision, calib)
         _SEGMENTERS[opts] = seg
         log.debug("worker %d: models for %s loaded (%d threads)", os.getpid(), opts.dataset, threads)
         return seg, time.perf_counter() - t0
@@ -227,12 +237,15 @@ def predict_distributed(
     threads: int | None = None,
     preview_dir: Path | None = None,
     timeout_s: float = CONNECT_TIMEOUT_S,
+    calibrate: Path | None = None,
 ) -> list[PredictReport]:
     """Segment every frame of the sequences ``inputs`` into ``outputs`` (paired by position) on a Dask cluster.
 
     ``scheduler`` is an address (``tcp://HOST:8786``), a scheduler file (``.json``), ``local[:N]``, or a
     connected :class:`distributed.Client` (left open). Paths must be visible to the workers under the same
     names (a shared file system). Returns one report per sequence; ``timings`` sums the workers' seconds.
+    ``precision="int8"`` calibrates once for the whole run, on frames of ``calibrate`` (a sequence folder),
+    by default of the first input sequence.
     """
     if len(inputs) != len(outputs):
         raise CTCInputError(f"{len(inputs)} --input folder(s) but {len(outputs)} --output folder(s); "
@@ -241,6 +254,9 @@ def predict_distributed(
     opts = WorkerOptions(dataset, str(model_dir) if model_dir else None,
                          str(centers_model_dir) if centers_model_dir else None, device, backend, batch_size,
                          precision, threads)
+    if precision == "int8":
+        frames = choose_calibration_frames(Path(calibrate or inputs[0]))
+        opts = WorkerOptions(**{**asdict(opts), "calibration_frames": tuple(str(f) for f in frames)})
     _verify_models(opts)
     verbose = logging.getLogger(PACKAGE_LOGGER).getEffectiveLevel() < logging.INFO
     own = not isinstance(scheduler, Client)

@@ -12,7 +12,7 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from efficientcellseg.errors import ModelError
 from efficientcellseg.log import StageTimer, progress
 from efficientcellseg.preprocess import network_shape, resize_to_network
 from efficientcellseg.weights import LoadedModel, default_models_dir, load_model_folder
+
+if TYPE_CHECKING:
+    from efficientcellseg.onnx_backend import Calibration
 
 log = logging.getLogger(__name__)
 
@@ -348,6 +351,7 @@ def build_segmenter(
     backend: str = "auto",
     batch_size: int | None = None,
     precision: str = "auto",
+    calibration_frames: Sequence[Path] | None = None,
 ) -> Segmenter:
     """Load and verify the dataset's model folder(s) and prepare the runners and post-processing parameters.
 
@@ -356,7 +360,8 @@ def build_segmenter(
     paper's configuration).
 
     ``precision`` (see :class:`TorchRunner`): ``auto`` keeps fp32 on the CPU (ONNX Runtime) and fp16 autocast
-    on CUDA; ``bf16`` trades exactness for speed on CPUs with native bfloat16.
+    on CUDA; ``bf16`` trades exactness for speed on CPUs with native bfloat16; ``int8`` needs
+    ``calibration_frames`` (raw frame files, e.g. :func:`choose_calibration_frames` of the sequence to segment).
     """
     cfg = get_dataset(dataset)
     dev = select_device(device)
@@ -378,10 +383,16 @@ def build_segmenter(
     params = dict(cfg.postprocess_defaults)
     for m in models.values():
         params.update(m.thresholds)
+    calibration = None
+    if precision == "int8":
+        if not calibration_frames:
+            raise ModelError("precision int8 needs calibration frames (the sequence to segment or --calibrate DIR)")
+        calibration = int8_calibration(calibration_frames, cfg, next(iter(pseudo)))
     if two_outputs:
-        runners = SharedOutputs(make_runner(models["seg"], dev, backend, precision), ("seg", "centers")).outputs()
+        runners = SharedOutputs(make_runner(models["seg"], dev, backend, precision, calibration),
+                                ("seg", "centers")).outputs()
     else:
-        runners = {t: make_runner(m, dev, backend, precision) for t, m in models.items()}
+        runners = {t: make_runner(m, dev, backend, precision, calibration) for t, m in models.items()}
     if batch_size is None:
         batch_size = 16 if dev.type == "cuda" else 1
     if batch_size < 1:
@@ -389,13 +400,13 @@ def build_segmenter(
     return Segmenter(cfg, runners, params, dev, batch_size, pseudocolor=pseudo.pop(), shared_forward=two_outputs)
 
 
-def make_runner(model: LoadedModel, device: torch.device, backend: str,
-                precision: str = "auto") -> Callable[[torch.Tensor], torch.Tensor]:
+def make_runner(model: LoadedModel, device: torch.device, backend: str, precision: str = "auto",
+                calibration: Calibration | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """A callable network runner: PyTorch (any device) or ONNX Runtime (CPU, fp32 or int8).
 
     ``auto`` picks ONNX Runtime on the CPU in fp32 (the fastest exact path measured, see
     benchmarks/RESULTS.md) and PyTorch otherwise; ``bf16`` on the CPU needs PyTorch, ``int8`` (statically
-    quantised, opt-in) needs ONNX Runtime on the CPU.
+    quantised, opt-in) needs ONNX Runtime on the CPU and a ``calibration`` (:func:`int8_calibration`).
     """
     if backend not in ("auto", "torch", "onnx"):
         raise ModelError(f"backend must be auto, torch or onnx, got {backend!r}")
@@ -410,7 +421,7 @@ def make_runner(model: LoadedModel, device: torch.device, backend: str,
     if int8 or backend == "onnx" or (backend == "auto" and exact_cpu and _onnx_available()):
         from efficientcellseg.onnx_backend import OnnxRunner
 
-        return OnnxRunner(model, int8=int8)
+        return OnnxRunner(model, int8=int8, calibration=calibration)
     return TorchRunner(model, device, precision=precision)
 
 
@@ -445,6 +456,7 @@ def predict_sequence(
     preview_dir: Path | None = None,
     precision: str = "auto",
     overlap: bool | None = None,
+    calibrate: Path | None = None,
 ) -> PredictReport:
     """Segment every frame of a CTC sequence folder and write ``maskTTT.tif`` files into ``output_dir``.
 
@@ -452,6 +464,9 @@ def predict_sequence(
     of frame t also run while the network processes frame t+1 (one frame in flight, so memory stays bounded);
     ``None`` turns it on with a CUDA device, where the CPU is otherwise idle during the network, and off on the
     CPU, where both compete for the same cores and a second frame's arrays would raise the peak memory.
+
+    ``precision="int8"`` calibrates on :data:`CALIBRATION_FRAMES` frames of ``calibrate`` (a sequence folder),
+    by default of ``input_dir`` itself.
     """
     if threads:
         torch.set_num_threads(threads)
@@ -460,7 +475,12 @@ def predict_sequence(
     frames = list_frames(input_dir)
     cfg = get_dataset(dataset)
     out = check_output_dir(output_dir, input_dir)
-    seg = build_segmenter(dataset, model_dir, centers_model_dir, device, backend, batch_size, precision)
+    calib = None
+    if precision == "int8":
+        calib = choose_calibration_frames(calibrate or input_dir)
+    elif calibrate is not None:
+        log.warning("--calibrate %s is ignored: it applies to --precision int8 only", calibrate)
+    seg = build_segmenter(dataset, model_dir, centers_model_dir, device, backend, batch_size, precision, calib)
     if overlap is None:
         overlap = seg.device.type == "cuda"
     log.info("%s: %d frames from %s on %s (batch %d%s)", cfg.key, len(frames), input_dir, seg.device, seg.batch_size,
@@ -514,3 +534,82 @@ def predict_sequence(
             pending.result()
     log.info(timer.summary())
     return PredictReport(len(frames), out, dict(timer.seconds))
+
+
+# ----------------------------------------------------------------------------------------------- int8 calibration
+CALIBRATION_FRAMES = 3
+"""int8: frames of a sequence (evenly spaced, first and last included) whose network inputs calibrate it."""
+CALIBRATION_INPUTS = 12
+"""int8: network inputs taken from each calibration frame (slices or tiles, evenly spaced over the frame)."""
+
+
+def _evenly(total: int, n: int) -> np.ndarray:
+    """Up to ``n`` distinct indices evenly spaced over ``range(total)``, first and last included."""
+    return np.unique(np.linspace(0, total - 1, min(n, total)).round().astype(int))
+
+
+def choose_calibration_frames(seq_dir: Path, n: int = CALIBRATION_FRAMES) -> list[Path]:
+    """The raw frame files of a sequence folder that calibrate int8: ``n`` evenly spaced ``tTTT.tif``."""
+    frames = list_frames(seq_dir)
+    return [frames[i].path for i in _evenly(len(frames), n)]
+
+
+def network_inputs(raw: np.ndarray, cfg: DatasetConfig, pseudocolor: bool = True,
+                   n: int = CALIBRATION_INPUTS) -> Iterator[np.ndarray]:
+    """Yield ``n`` (3, S, S) float32 network inputs of one raw frame, exactly as inference makes them.
+
+    The frame is pseudocolored (or grey-stacked) as in :meth:`Segmenter.probabilities` and cut/resized by
+    :func:`predict_slices` itself, whose inputs are recorded; the ``n`` are evenly spaced over all slices (or
+    slice tiles) of the frame. One slice at a time goes through :func:`predict_slices`, so only the chosen
+    inputs are kept. A constant (empty) frame yields nothing, as inference skips it.
+    """
+    from efficientcellseg.pseudocolor import grey_stack, pseudocolor_stack
+    from efficientcellseg.tiling import tile_starts
+
+    if raw.max() == raw.min():
+        return
+    dtype = np.float16 if 3 * raw.size * 4 > PC_FLOAT32_MAX_BYTES else np.float32
+    pc = pseudocolor_stack(raw, out_dtype=dtype) if pseudocolor else grey_stack(raw, out_dtype=dtype)
+    z, _, ny, nx = pc.shape
+    per_slice = 1
+    if cfg.tile_size is not None:
+        per_slice = len(tile_starts(ny, cfg.tile_size, cfg.tile_overlap)) * len(tile_starts(nx, cfg.tile_size,
+                                                                                            cfg.tile_overlap))
+    chosen = _evenly(z * per_slice, n)
+    for s in np.unique(chosen // per_slice):
+        wanted = set((chosen[chosen // per_slice == s] % per_slice).tolist())
+        seen: list[np.ndarray] = []
+        calls = [0]
+
+        def record(x: torch.Tensor, wanted: set[int] = wanted, seen: list = seen, calls: list = calls) -> torch.Tensor:
+            if calls[0] in wanted:  # batch size 1: one input per call, in predict_slices' order
+                seen.append(x[0].numpy().astype(np.float32, copy=True))
+            calls[0] += 1
+            return torch.zeros(x.shape[0], x.shape[-2], x.shape[-1])
+
+        predict_slices({"record": record}, pc[s : s + 1], cfg, 1, torch.device("cpu"))
+        yield from seen
+
+
+def int8_calibration(frames: Sequence[Path], cfg: DatasetConfig, pseudocolor: bool = True,
+                     n_inputs: int = CALIBRATION_INPUTS) -> Calibration:
+    """The int8 calibration of these raw frame files: keyed by their sha256, inputs by :func:`network_inputs`.
+
+    Hashing reads the files once; the frames are read again (one at a time) only if the model has to be
+    quantised, i.e. when no int8 file for the same frames is cached.
+    """
+    from efficientcellseg.onnx_backend import Calibration, file_sha256
+
+    paths = [Path(f) for f in frames]
+    if not paths:
+        raise ModelError("int8 calibration needs at least one frame")
+    digests = [file_sha256(p) for p in paths]
+    key = "|".join(digests + [cfg.key, str(cfg.input_size), str(cfg.tile_size), str(cfg.tile_overlap),
+                              f"pc={pseudocolor}", f"n={n_inputs}"])
+
+    def inputs() -> Iterator[np.ndarray]:
+        for p in paths:
+            yield from network_inputs(read_frame(p, max_z=cfg.max_z), cfg, pseudocolor, n_inputs)
+
+    names = ", ".join(p.name for p in paths)
+    return Calibration(key=key, inputs=inputs, description=f"{len(paths)} frame(s) of {paths[0].parent} ({names})")
