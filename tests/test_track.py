@@ -208,7 +208,7 @@ def test_more_than_65535_tracks_is_an_error_before_writing(tmp_path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- synthetic truth
-@pytest.mark.parametrize(("profile", "small", "frames"), [("MDA231", False, 10), ("TRIC", True, 4)])
+@pytest.mark.parametrize(("profile", "small", "frames"), [("MDA231", False, 8), ("TRIC", True, 4)])
 def test_linking_shuffled_true_masks_reaches_tra_099(profile: str, small: bool, frames: int) -> None:
     """The generator's true masks with every frame's labels shuffled: linking must recover the tracks."""
     from efficientcellseg.datasets import get_dataset
