@@ -232,7 +232,9 @@ def predict_distributed(
 
     ``scheduler`` is an address (``tcp://HOST:8786``), a scheduler file (``.json``), ``local[:N]``, or a
     connected :class:`distributed.Client` (left open). Paths must be visible to the workers under the same
-    names (a shared file system). Returns one report per sequence; ``timings`` sums the workers' seconds.
+    names (a shared file system). Returns one report per sequence; its ``timings`` sum the workers' seconds
+    (``load``: building models, ``frame``: read + segment + write) and count ``loads`` (models built, at most one
+    per worker process and option set, never per frame).
     """
     if len(inputs) != len(outputs):
         raise CTCInputError(f"{len(inputs)} --input folder(s) but {len(outputs)} --output folder(s); "
@@ -274,7 +276,7 @@ def _run(client: Client, jobs: list[_Job], opts: WorkerOptions, inputs: Sequence
                             str(job.preview) if job.preview else None, verbosity,
                             key=f"ecs-{run}-{i:06d}-{job.frame.name}", retries=TASK_RETRIES, pure=False)
         futures[fut] = job
-    seconds = [{"load": 0.0, "frame": 0.0} for _ in inputs]
+    seconds = [{"load": 0.0, "frame": 0.0, "loads": 0.0} for _ in inputs]
     counts = [0 for _ in inputs]
     t0 = time.perf_counter()
     try:
@@ -294,6 +296,7 @@ def _run(client: Client, jobs: list[_Job], opts: WorkerOptions, inputs: Sequence
                 raise result["error"]
             seconds[job.seq]["load"] += result["load_s"]
             seconds[job.seq]["frame"] += result["frame_s"]
+            seconds[job.seq]["loads"] += result["load_s"] > 0
             counts[job.seq] += 1
     finally:
         pending = [f for f in futures if not f.done()]
