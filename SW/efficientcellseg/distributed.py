@@ -306,7 +306,10 @@ def _run(client: Client, jobs: list[_Job], opts: WorkerOptions, inputs: Sequence
                 continue
             for fut in done:
                 job = running.pop(fut)
-                result = _result(fut, job)
+                try:
+                    result = _result(fut, job)
+                finally:
+                    fut.release()  # forgotten by the scheduler: a later worker death cannot make it run again
                 seconds[job.seq]["load"] += result["load_s"]
                 seconds[job.seq]["frame"] += result["frame_s"]
                 seconds[job.seq]["loads"] += result["load_s"] > 0
