@@ -9,7 +9,8 @@ per-process cache), verifying the model folders' sha256 as the serial path does.
 
 Failures: a frame whose worker dies (killed, out of memory) is run again on another worker; if that one dies as
 well, the run stops with one line naming the frame (``allowed-failures`` 1; a remote scheduler uses its own
-setting, see README). Any other exception in a task is retried once. Unreadable frames and model problems are
+setting, see README). No more frames are in flight than the workers have task slots, so a dying worker holds
+only the frame it runs and no other frame is blamed. Any other exception in a task is retried once. Unreadable frames and model problems are
 not retried: the task returns the usual :class:`CTCInputError`/:class:`ModelError` and the client raises it,
 so the user sees the same one-line message as with the serial path.
 
@@ -24,13 +25,14 @@ import re
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import dask
 import dask.system
-from distributed import Client, LocalCluster, as_completed, get_worker
+from distributed import Client, Future, LocalCluster, get_worker, wait
 from distributed.scheduler import KilledWorker
 
 from efficientcellseg.ctc_io import check_output_dir, list_frames
@@ -57,6 +59,8 @@ ALLOWED_FAILURES = 1
 """Worker deaths a frame survives: 1 = it is run a second time; a second death stops the run."""
 TASK_RETRIES = 1
 """Extra attempts of a frame whose task raised an unexpected exception (not a CTC input or model error)."""
+TOP_UP_S = 2.0
+"""How often the client looks for new task slots (workers joining) while no frame completes."""
 
 
 @dataclass(frozen=True)
@@ -243,7 +247,9 @@ def predict_distributed(
 
     ``scheduler`` is an address (``tcp://HOST:8786``), a scheduler file (``.json``), ``local[:N]``, or a
     connected :class:`distributed.Client` (left open). Paths must be visible to the workers under the same
-    names (a shared file system). Returns one report per sequence; ``timings`` sums the workers' seconds.
+    names (a shared file system). Returns one report per sequence; its ``timings`` sum the workers' seconds
+    (``load``: building models, ``frame``: read + segment + write) and count ``loads`` (models built, at most one
+    per worker process and option set, never per frame).
     ``precision="int8"`` calibrates once for the whole run, on frames of ``calibrate`` (a sequence folder),
     by default of the first input sequence.
     """
@@ -275,46 +281,75 @@ def predict_distributed(
                 cluster.close()
 
 
+def _cluster_threads(client: Client) -> int:
+    """Task slots of the workers connected now (at least 1, so that a run waits for its first worker)."""
+    return max(1, sum(client.nthreads().values()))
+
+
 def _run(client: Client, jobs: list[_Job], opts: WorkerOptions, inputs: Sequence[Path],
          outputs: Sequence[Path]) -> list[PredictReport]:
-    """Submit one task per frame, follow them as they complete, stop at the first failed frame."""
+    """Run one task per frame, follow them as they complete, stop at the first failed frame.
+
+    At most as many frames are in flight as the workers have task slots (re-counted every
+    :data:`TOP_UP_S` seconds and after each frame, so workers that join are used): a worker then holds only the
+    frame it is running, and Dask, which counts a worker's death against every task assigned to it, blames
+    only that frame.
+    """
     cfg = get_dataset(opts.dataset)
-    log.info("%s: %d frames of %d sequence(s) submitted to the cluster", cfg.key, len(jobs), len(inputs))
+    log.info("%s: %d frames of %d sequence(s) for the cluster", cfg.key, len(jobs), len(inputs))
     run = uuid.uuid4().hex[:8]
     payload = asdict(opts)
     level = logging.getLogger(PACKAGE_LOGGER).getEffectiveLevel()
     verbosity = 0 if level == logging.INFO else (1 if level < logging.INFO else -1)
-    futures = {}
-    for i, job in enumerate(jobs):
-        fut = client.submit(segment_frame_task, payload, str(job.frame), str(job.mask),
-                            str(job.preview) if job.preview else None, verbosity,
-                            key=f"ecs-{run}-{i:06d}-{job.frame.name}", retries=TASK_RETRIES, pure=False)
-        futures[fut] = job
-    seconds = [{"load": 0.0, "frame": 0.0} for _ in inputs]
+    todo = deque(enumerate(jobs))
+    running: dict[Future, _Job] = {}
+    seconds = [{"load": 0.0, "frame": 0.0, "loads": 0.0} for _ in inputs]
     counts = [0 for _ in inputs]
     t0 = time.perf_counter()
+    bar = progress(total=len(jobs), desc=f"{cfg.key} (Dask)", unit="frame")
     try:
-        bar = progress(as_completed(list(futures)), total=len(futures), desc=f"{cfg.key} (Dask)", unit="frame")
-        for fut in bar:
-            job = futures[fut]
+        while todo or running:
+            slots = _cluster_threads(client)
+            while todo and len(running) < slots:
+                i, job = todo.popleft()
+                fut = client.submit(segment_frame_task, payload, str(job.frame), str(job.mask),
+                                    str(job.preview) if job.preview else None, verbosity,
+                                    key=f"ecs-{run}-{i:06d}-{job.frame.name}", retries=TASK_RETRIES, pure=False)
+                running[fut] = job
             try:
-                result = fut.result()
-            except KilledWorker as exc:
-                raise ClusterError(f"{job.frame}: the worker processing this frame died, and so did the one that "
-                                   "ran it again; the run stopped (out of memory? use fewer workers per machine or "
-                                   "more memory per worker)") from exc
-            except Exception as exc:  # noqa: BLE001 - any task failure ends the run with one line naming the frame
-                raise ClusterError(f"{job.frame}: failed twice on the cluster ({type(exc).__name__}: {exc})"
-                                   ) from exc
-            if "error" in result:
-                raise result["error"]
-            seconds[job.seq]["load"] += result["load_s"]
-            seconds[job.seq]["frame"] += result["frame_s"]
-            counts[job.seq] += 1
+                done = wait(list(running), timeout=TOP_UP_S, return_when="FIRST_COMPLETED").done
+            except TimeoutError:
+                continue
+            for fut in done:
+                job = running.pop(fut)
+                try:
+                    result = _result(fut, job)
+                finally:
+                    fut.release()  # forgotten by the scheduler: a later worker death cannot make it run again
+                seconds[job.seq]["load"] += result["load_s"]
+                seconds[job.seq]["frame"] += result["frame_s"]
+                seconds[job.seq]["loads"] += result["load_s"] > 0
+                counts[job.seq] += 1
+                bar.update(1)
     finally:
-        pending = [f for f in futures if not f.done()]
-        if pending:
-            client.cancel(pending)
+        bar.close()
+        if running:
+            client.cancel(list(running))
     wall = time.perf_counter() - t0
     log.info("%s: %d frames in %.1f s (%.3f frames/s) on the cluster", cfg.key, len(jobs), wall, len(jobs) / wall)
     return [PredictReport(counts[s], check_output_dir(outputs[s], inputs[s]), seconds[s]) for s in range(len(inputs))]
+
+
+def _result(fut: Future, job: _Job) -> dict[str, Any]:
+    """A finished task's result dict; a failed frame raises one error naming it."""
+    try:
+        result = fut.result()
+    except KilledWorker as exc:
+        raise ClusterError(f"{job.frame}: the worker processing this frame died, and so did the one that ran it "
+                           "again; the run stopped (out of memory? use fewer workers per machine or more memory "
+                           "per worker)") from exc
+    except Exception as exc:  # noqa: BLE001 - any task failure ends the run with one line naming the frame
+        raise ClusterError(f"{job.frame}: failed twice on the cluster ({type(exc).__name__}: {exc})") from exc
+    if "error" in result:
+        raise result["error"]
+    return result
