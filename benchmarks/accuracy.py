@@ -169,11 +169,25 @@ def _generate(family: str, dataset: str, root: Path, frames: int, seed: int, sma
     return Path(generate_b(dataset, root, seq="01", frames=frames, seed=seed, small=small, condition=condition))
 
 
+def result_dir(work: Path, method: str, spec: SeqSpec) -> Path:
+    """The result folder of ``method`` on ``spec`` under ``work``."""
+    return work / "results" / method / spec.tag / get_dataset(spec.dataset).ctc_name / f"{spec.path.name}_RES"
+
+
 def run_method(method: str, models_dir: Path | None, spec: SeqSpec, work: Path, backend: str,
-               threads: int | None) -> Path:
-    """Segment ``spec`` with one method into a fresh result folder under ``work``; returns that folder."""
+               threads: int | None, reuse: bool = False) -> Path:
+    """Segment ``spec`` with one method into a fresh result folder under ``work``; returns that folder.
+
+    With ``reuse``, a result folder that already holds a mask for every frame is kept as it is (the methods
+    are deterministic, so this only saves time; masks are written atomically, so an interrupted run leaves
+    no half-written mask and that folder is recomputed)."""
+    from efficientcellseg.ctc_io import list_frames
+
     cfg = get_dataset(spec.dataset)
-    res = work / "results" / method / spec.tag / cfg.ctc_name / f"{spec.path.name}_RES"
+    res = result_dir(work, method, spec)
+    if reuse and res.is_dir() and all((res / fr.mask_name).is_file() for fr in list_frames(spec.path)):
+        log.info("%s on %s %s: reusing %s", method, spec.tag, cfg.key, res)
+        return res
     shutil.rmtree(res, ignore_errors=True)
     start = time.perf_counter()
     if models_dir is None:
@@ -190,12 +204,13 @@ def run_method(method: str, models_dir: Path | None, spec: SeqSpec, work: Path, 
 
 
 def build_rows(specs: Sequence[SeqSpec], methods: dict[str, Path | None], work: Path,
-               in_distribution: Sequence[str], backend: str = "auto", threads: int | None = None) -> list[Row]:
+               in_distribution: Sequence[str], backend: str = "auto", threads: int | None = None,
+               reuse: bool = False) -> list[Row]:
     """Run every method on every sequence, score with ``evaluation``, and pool per (tag, dataset, method)."""
     pooled: dict[tuple[str, str, str], list[FileScore]] = {}
     for spec in specs:
         for method, models_dir in methods.items():
-            res = run_method(method, models_dir, spec, work, backend, threads)
+            res = run_method(method, models_dir, spec, work, backend, threads, reuse)
             score = score_sequence(spec.gt_dir, res)
             pooled.setdefault((spec.dataset, spec.tag, method), []).extend(score.files)
     rows = []
@@ -259,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--md", type=Path, default=None, help="also write the Markdown table to this file")
     ap.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"], help="network runtime (CPU)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for the networks (default: all)")
+    ap.add_argument("--reuse-results", action="store_true",
+                    help="keep result folders under --work that hold a mask for every frame (deterministic methods)")
     ap.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     return ap
 
@@ -287,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             specs += generate_sequences(a.work / "data", a.datasets, a.families, a.frames, not a.tric_full)
         if not specs:
             raise ValueError("no sequences: give --seq TAG:DATASET:PATH or --generate")
-        rows = build_rows(specs, methods, a.work, a.in_distribution, a.backend, a.threads)
+        rows = build_rows(specs, methods, a.work, a.in_distribution, a.backend, a.threads, a.reuse_results)
     except (ValueError, CTCInputError, ModelError, SegError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -78,6 +78,10 @@ PARAMS: dict[str, ClassicalParams] = {
 }
 
 
+MAX_COMPONENT_LOOP = 256
+"""Up to this many foreground components, h-maxima run per component; above it on the whole volume."""
+
+
 def params_for(dataset: str) -> tuple[ClassicalParams, tuple[float, float, float]]:
     """Return the fixed parameters and the voxel size (z, y, x) in µm of ``dataset`` (key or CTC name).
     Raises KeyError for an unknown dataset."""
@@ -120,15 +124,20 @@ def _watershed(fg: np.ndarray, p: ClassicalParams, voxel: tuple[float, float, fl
         return np.zeros(fg.shape, np.uint16)
     edt = ndi.distance_transform_edt(fg, sampling=voxel).astype(np.float32)
     box = tuple(2 * int(p.min_distance_um / v) + 1 for v in voxel)
-    # h-maxima per connected component (same result as on the whole volume, where background separates the
-    # components, but the reconstruction only sorts the voxels of each component's bounding box)
-    comps, _ = ndi.label(fg, structure=np.ones((3,) * fg.ndim, bool))
-    hmax = np.zeros(fg.shape, bool)
-    for i, sl in enumerate(ndi.find_objects(comps), 1):
-        if sl is None:
-            continue
-        inside = comps[sl] == i
-        hmax[sl] |= h_maxima(np.where(inside, edt[sl], 0), p.h_um).astype(bool) & inside
+    # h-maxima per connected component when there are few (same result as on the whole volume, where
+    # background separates the components, but the reconstruction only sorts the voxels of each component's
+    # bounding box); on the whole volume at once when there are many (a noisy frame), where the per-call
+    # overhead of thousands of tiny components would dominate
+    comps, n_comps = ndi.label(fg, structure=np.ones((3,) * fg.ndim, bool))
+    if n_comps > MAX_COMPONENT_LOOP:
+        hmax = h_maxima(edt, p.h_um).astype(bool) & fg
+    else:
+        hmax = np.zeros(fg.shape, bool)
+        for i, sl in enumerate(ndi.find_objects(comps), 1):
+            if sl is None:
+                continue
+            inside = comps[sl] == i
+            hmax[sl] |= h_maxima(np.where(inside, edt[sl], 0), p.h_um).astype(bool) & inside
     peaks = hmax & (edt >= ndi.maximum_filter(edt, size=box))
     markers, n = ndi.label(peaks, structure=np.ones((3,) * fg.ndim, bool))
     if n == 0:

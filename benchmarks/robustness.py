@@ -209,6 +209,7 @@ def plot(points: Sequence[Point], dataset: str, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     pts = [p for p in points if p.dataset == dataset]
     factors = list(dict.fromkeys(p.factor for p in pts))
@@ -223,6 +224,9 @@ def plot(points: Sequence[Point], dataset: str, path: Path) -> Path:
             style = "--s" if method == CLASSICAL else "-o"
             ax.plot([x for x, _ in sel], [y for _, y in sel], style, label=method)
         ax.set_xscale("log")
+        ticks = sorted({p.level for p in pts if p.factor == factor})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(factor)
         ax.set_xlabel("factor level (1 = default)")
         ax.set_ylim(0, 1)

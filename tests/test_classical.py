@@ -113,6 +113,14 @@ def test_accuracy_table_has_classical_row_and_id_ood_split(tmp_path: Path,
         assert [r.split(" | ")[1:3] for r in rows] == [[tag, "shipped"], [tag, "classical"]]
         assert all(r.split(" | ")[3:6] == ["1", "1", "1"] for r in rows)  # frames, GT files, objects
         assert rows[1].rstrip(" |").endswith("-")  # no PESEG for the classical baseline
+    masks = sorted((tmp_path / "work" / "results").rglob("mask000.tif"))
+    stamps = [m.stat().st_mtime_ns for m in masks]
+    assert len(masks) == 4
+    assert accuracy_main(["--seq", f"A-fixed:A549-SIM:{seq}", "--seq", f"B-dim:A549-SIM:{seq}", "--models",
+                          f"shipped={REPO / 'models'}", "--work", str(tmp_path / "work"), "--reuse-results",
+                          "--md", str(tmp_path / "again.md"), "-q"]) == 0
+    assert [m.stat().st_mtime_ns for m in masks] == stamps  # nothing recomputed
+    assert (tmp_path / "again.md").read_text().split("\n")[1:] == text.split("\n")[1:]  # same table
 
 
 def test_accuracy_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
