@@ -558,25 +558,31 @@ def network_inputs(raw: np.ndarray, cfg: DatasetConfig, pseudocolor: bool = True
                    n: int = CALIBRATION_INPUTS) -> Iterator[np.ndarray]:
     """Yield ``n`` (3, S, S) float32 network inputs of one raw frame, exactly as inference makes them.
 
-    The frame is pseudocolored (or grey-stacked) as in :meth:`Segmenter.probabilities` and cut/resized by
-    :func:`predict_slices` itself, whose inputs are recorded; the ``n`` are evenly spaced over all slices (or
-    slice tiles) of the frame. One slice at a time goes through :func:`predict_slices`, so only the chosen
-    inputs are kept. A constant (empty) frame yields nothing, as inference skips it.
+    Each chosen slice is pseudocolored (or grey-stacked) as in :meth:`Segmenter.probabilities` (same dtype rule)
+    from itself and its two neighbours only, which gives exactly its slice of the whole stack (Context Aware
+    Pseudocoloring of slice z reads slices z-1, z, z+1 of a uint8/uint16 frame and nothing else) without holding
+    the whole pseudocolored stack (0.66 GB for a full TRIC frame); then :func:`predict_slices` itself cuts and
+    resizes it, and its network inputs are recorded. The ``n`` inputs are evenly spaced over all slices (or slice
+    tiles) of the frame. A constant (empty) frame yields nothing, as inference skips it.
     """
     from efficientcellseg.pseudocolor import grey_stack, pseudocolor_stack
     from efficientcellseg.tiling import tile_starts
 
     if raw.max() == raw.min():
         return
+    if raw.dtype not in (np.uint8, np.uint16):
+        raise ModelError(f"calibration frames must be uint8 or uint16, got {raw.dtype}")
     dtype = np.float16 if 3 * raw.size * 4 > PC_FLOAT32_MAX_BYTES else np.float32
-    pc = pseudocolor_stack(raw, out_dtype=dtype) if pseudocolor else grey_stack(raw, out_dtype=dtype)
-    z, _, ny, nx = pc.shape
+    z, ny, nx = raw.shape
     per_slice = 1
     if cfg.tile_size is not None:
         per_slice = len(tile_starts(ny, cfg.tile_size, cfg.tile_overlap)) * len(tile_starts(nx, cfg.tile_size,
                                                                                             cfg.tile_overlap))
     chosen = _evenly(z * per_slice, n)
     for s in np.unique(chosen // per_slice):
+        lo, hi = max(0, s - 1), min(z, s + 2)
+        window = pseudocolor_stack(raw[lo:hi], out_dtype=dtype) if pseudocolor else grey_stack(raw[lo:hi],
+                                                                                               out_dtype=dtype)
         wanted = set((chosen[chosen // per_slice == s] % per_slice).tolist())
         seen: list[np.ndarray] = []
         calls = [0]
@@ -587,7 +593,7 @@ def network_inputs(raw: np.ndarray, cfg: DatasetConfig, pseudocolor: bool = True
             calls[0] += 1
             return torch.zeros(x.shape[0], x.shape[-2], x.shape[-1])
 
-        predict_slices({"record": record}, pc[s : s + 1], cfg, 1, torch.device("cpu"))
+        predict_slices({"record": record}, window[s - lo : s - lo + 1], cfg, 1, torch.device("cpu"))
         yield from seen
 
 
