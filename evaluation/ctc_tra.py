@@ -23,7 +23,7 @@ import numpy as np
 import tifffile
 
 from .ctc_seg import SegError, list_masks
-from .tra import FrameMatch, GraphOps, check_tracks, det_score, graph_ops, match_frame, tra_score
+from .aogm import FrameMatch, GraphOps, check_tracks, det_score, graph_ops, match_frame, tra_score
 
 log = logging.getLogger(__name__)
 

@@ -6,13 +6,15 @@
 # Each model starts from its shipped folder (`--init-from`); MDA231 becomes ONE network with two outputs
 # (task seg_centers: foreground + centre heatmap), started from MDA231-seg (its head is channel 0, the heatmap
 # channel is new). Strong photometric augmentation (`--augment strong`), weight average (EMA 0.999).
-# Results go to runs/rnd/<name>; check them with benchmarks/accuracy.py before copying into models/ (see README
-# "Generalization"). A run that stops (time limit) continues with the same command plus --resume.
+# Results go to $RANDOMIZED_WORK/<name> (default runs/rnd); check them with benchmarks/accuracy.py before copying
+# into models/ (see README "Generalization"). Every training resumes from its checkpoint.pt when one exists, so
+# running the script again continues where the last session stopped (point RANDOMIZED_WORK at a folder outside
+# the work tree to keep checkpoints between sessions).
 set -euo pipefail
 scale="${1:-1.0}"
 source "$(dirname "${BASH_SOURCE[0]}")/shipped_common.sh"
 d="$root/runs/rnd_train"
-work="$root/runs/rnd"
+work="${RANDOMIZED_WORK:-$root/runs/rnd}"
 mkdir -p "$d" "$work"
 gen "$d" A549-SIM 01 105 15; gen "$d" A549-SIM 02 106 15
 for i in 1 2 3 4 5 6 7 8; do gen "$d" A549-SIM "1$i" "101$i" 8 --randomize; done
@@ -26,7 +28,7 @@ for i in 1 2 3 4 5 6 7 8; do gen "$d" MDA231 "1$i" "105$i" 8 --randomize; done
 fit() {  # name dataset-folder minutes [train flags...]
   local name="$1" ds="$2" m; m="$(mins "$3")"; shift 3
   "$py" -m efficientcellseg train --data "$d/$ds" --out "$work/$name" --threads 1 --seed 5 --use-st \
-    --ema-decay 0.999 --augment strong --lr 3e-4 --epochs 1000 --patience 1000 --time-limit "$m" "$@" \
+    --ema-decay 0.999 --augment strong --lr 3e-4 --epochs 1000 --patience 1000 --time-limit "$m" --resume "$@" \
     >>"$work/$name.log" 2>&1
 }
 fit A549-SIM-seg Fluo-C3DH-A549-SIM 40 --dataset A549-SIM --task seg --init-from "$root/models/A549-SIM-seg" \
