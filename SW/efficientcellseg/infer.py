@@ -23,7 +23,7 @@ from efficientcellseg.datasets import DatasetConfig, get_dataset
 from efficientcellseg.errors import ModelError
 from efficientcellseg.log import StageTimer, progress
 from efficientcellseg.preprocess import network_shape, resize_to_network
-from efficientcellseg.weights import LoadedModel, default_models_dir, load_model_folder
+from efficientcellseg.weights import LoadedModel, default_models_dir, gives_centres, load_model_folder
 
 if TYPE_CHECKING:
     from efficientcellseg.onnx_backend import Calibration
@@ -366,7 +366,7 @@ def build_segmenter(
     cfg = get_dataset(dataset)
     dev = select_device(device)
     models = {"seg": load_model_folder(resolve_model_dir(cfg, "seg", model_dir), device="cpu")}
-    two_outputs = models["seg"].config.get("task") == "seg_centers"
+    two_outputs = gives_centres(models["seg"].config)
     if two_outputs and centers_model_dir is not None:
         raise ModelError(f"{models['seg'].folder} gives the centre heatmap itself (task seg_centers); "
                          "leave out the centre model")

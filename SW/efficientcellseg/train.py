@@ -646,10 +646,11 @@ def train(cfg: TrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
 
     from efficientcellseg.model import PAPER_DECODER_CHANNELS, EfficientCellSeg, load_encoder_weights
+    from efficientcellseg.weights import output_channels
 
     torch.manual_seed(cfg.seed)
     net = EfficientCellSeg(decoder_channels=cfg.decoder_channels or PAPER_DECODER_CHANNELS,
-                           out_channels=2 if cfg.task == "seg_centers" else 1)
+                           out_channels=output_channels(cfg.task))
     load_encoder_weights(net, cfg.encoder_weights)
     parent = _init_from_folder(net, Path(cfg.init_from)) if cfg.init_from is not None else None
     heat_channel = {"centers": 0, "seg_centers": 1}.get(cfg.task)

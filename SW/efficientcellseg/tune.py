@@ -154,7 +154,9 @@ def _gives_centres(folder: Path) -> bool:
     """True for a one-network model with foreground and centre outputs (task ``seg_centers``)."""
     import json
 
-    return json.loads((Path(folder) / "config.json").read_text()).get("task") == "seg_centers"
+    from efficientcellseg.weights import gives_centres
+
+    return gives_centres(json.loads((Path(folder) / "config.json").read_text()))
 
 
 def write_tuned(result: TuneResult, dataset: str, model_dir: Path | None = None,

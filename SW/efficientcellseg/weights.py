@@ -21,7 +21,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -213,6 +213,20 @@ def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "c
     return LoadedModel(net=net, config=config, thresholds=thresholds, folder=folder, sha256=sums[WEIGHTS])
 
 
+SEG_CENTERS = "seg_centers"
+"""Task of a one-network model with two outputs: channel 0 foreground, channel 1 cell-centre heatmap."""
+
+
+def output_channels(task: str) -> int:
+    """Network output channels of a model trained for ``task``."""
+    return 2 if task == SEG_CENTERS else 1
+
+
+def gives_centres(config: Mapping[str, Any]) -> bool:
+    """True for a model folder's config whose network also outputs the centre heatmap (task seg_centers)."""
+    return config.get("task") == SEG_CENTERS
+
+
 def create_untrained_model_folder(
     folder: str | os.PathLike, dataset: str, task: str = "seg", seed: int = 0,
     decoder_channels: tuple[int, ...] | None = None,
@@ -222,7 +236,7 @@ def create_untrained_model_folder(
 
     torch.manual_seed(seed)
     net = EfficientCellSeg(decoder_channels=decoder_channels or PAPER_DECODER_CHANNELS,
-                           out_channels=2 if task == "seg_centers" else 1)
+                           out_channels=output_channels(task))
     config = {"name": Path(folder).name, "dataset": dataset, "task": task, "input_size": 384,
               "pseudocolor": True, "trained": False, "training": {"note": "untrained (random initialisation)"}}
     card = (f"# {Path(folder).name}\n\nUntrained, randomly initialised network (seed {seed}). "
