@@ -205,3 +205,22 @@ def test_two_output_seg_centers_model(tric: Path, tmp_path: Path) -> None:
     assert lm.net.head[0].bias[1].item() == pytest.approx(-4.0)  # new heatmap channel starts low
     rec = json.loads((out / "config.json").read_text())["training"]
     assert rec["init_from"]["new_head_channels"] == [1] and "center_f1" in rec["best_validation"]
+
+
+def test_denoise_target_smooths_training_inputs_and_travels_with_the_model(tric: Path, tmp_path: Path) -> None:
+    """--denoise-target: training sees the smoothed frame, the folder stores the setting, inference reads it."""
+    from efficientcellseg.denoise import DenoiseSettings, denoise_frame
+    from efficientcellseg.infer import build_segmenter
+    from efficientcellseg.train import _network_images
+
+    ds = get_dataset("TRIC")
+    raw = tifffile.imread(sorted((tric / "01").glob("t*.tif"))[0])
+    noisy = np.clip(raw.astype(np.float64) + np.random.default_rng(0).normal(0, 60, raw.shape), 0, 65535)
+    noisy = noisy.astype(np.uint16)
+    s = DenoiseSettings(0.01)
+    assert torch.equal(_network_images(noisy, ds, True, s), _network_images(denoise_frame(noisy, s), ds, True))
+    assert not torch.equal(_network_images(noisy, ds, True, s), _network_images(noisy, ds, True))
+    out = train(_cfg(tric, tmp_path / "m", denoise_target=0.01))
+    assert json.loads((out / "config.json").read_text())["denoise"] == {"target_ratio": 0.01, "max_sigma": 3.0}
+    assert "Noise-adaptive input smoothing" in (out / "MODEL_CARD.md").read_text()
+    assert build_segmenter("TRIC", out, backend="torch").denoise == s

@@ -1,6 +1,6 @@
 """Inference: a CTC sequence in, one uint16 ``maskTTT.tif`` per frame out.
 
-Per frame: read -> Context Aware Pseudocoloring (all slices at once) -> network on batches of slices (or of
+Per frame: read -> (optional noise-adaptive smoothing, see denoise.py) -> Context Aware Pseudocoloring (all slices at once) -> network on batches of slices (or of
 overlapping tiles for large frames, Gaussian-blended) -> dataset-specific post-processing -> atomic write.
 Reading the next frame and writing the previous one overlap with the network through a small thread pool.
 """
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from efficientcellseg.ctc_io import Frame, check_output_dir, list_frames, read_frame, write_mask
 from efficientcellseg.datasets import DatasetConfig, get_dataset
+from efficientcellseg.denoise import DenoiseSettings, adaptive_sigma, denoise_frame, smooth_stack
 from efficientcellseg.errors import ModelError
 from efficientcellseg.log import StageTimer, progress
 from efficientcellseg.preprocess import network_shape, resize_to_network
@@ -270,6 +271,8 @@ class Segmenter:
     timer: StageTimer = field(default_factory=StageTimer)
     shared_forward: bool = False
     """True when all outputs come from one network pass (MDA231's two-output model)."""
+    denoise: DenoiseSettings | None = None
+    """Noise-adaptive smoothing before pseudocoloring (from the model's config.json; None: the paper's input)."""
 
     def probabilities(self, raw: np.ndarray, all_slices: bool = False) -> dict[str, np.ndarray]:
         """Network outputs (``seg`` and, for MDA231, ``centers``) as (Z, Y, X) float32 in [0, 1].
@@ -285,6 +288,9 @@ class Segmenter:
         from efficientcellseg.pseudocolor import grey_stack, pseudocolor_stack
 
         dtype = np.float16 if 3 * raw.size * 4 > PC_FLOAT32_MAX_BYTES else np.float32
+        if self.denoise is not None:
+            with self.timer.stage("denoise"):
+                raw = denoise_frame(raw, self.denoise)
         with self.timer.stage("pseudocolor"):
             pc = pseudocolor_stack(raw, out_dtype=dtype) if self.pseudocolor else grey_stack(raw, out_dtype=dtype)
         with self.timer.stage("network"):
@@ -375,6 +381,7 @@ def build_segmenter(
     pseudo = {bool(m.config.get("pseudocolor", True)) for m in models.values()}
     if len(pseudo) != 1:
         raise ModelError("the segmentation and centre models disagree on pseudocoloring; retrain one of them")
+    denoise = _denoise_settings(models)
     for t, m in models.items():
         if m.config.get("dataset") not in (None, cfg.key):
             log.warning("%s: trained for dataset %s, used for %s", m.folder, m.config.get("dataset"), cfg.key)
@@ -387,7 +394,7 @@ def build_segmenter(
     if precision == "int8":
         if not calibration_frames:
             raise ModelError("precision int8 needs calibration frames (the sequence to segment or --calibrate DIR)")
-        calibration = int8_calibration(calibration_frames, cfg, next(iter(pseudo)))
+        calibration = int8_calibration(calibration_frames, cfg, next(iter(pseudo)), denoise=denoise)
     if two_outputs:
         runners = SharedOutputs(make_runner(models["seg"], dev, backend, precision, calibration),
                                 ("seg", "centers")).outputs()
@@ -397,7 +404,19 @@ def build_segmenter(
         batch_size = 16 if dev.type == "cuda" else 1
     if batch_size < 1:
         raise ModelError(f"--batch-size must be >= 1, got {batch_size}")
-    return Segmenter(cfg, runners, params, dev, batch_size, pseudocolor=pseudo.pop(), shared_forward=two_outputs)
+    return Segmenter(cfg, runners, params, dev, batch_size, pseudocolor=pseudo.pop(), shared_forward=two_outputs,
+                     denoise=denoise)
+
+
+def _denoise_settings(models: Mapping[str, LoadedModel]) -> DenoiseSettings | None:
+    """The one input-smoothing setting of all loaded models (they must agree: they share one input)."""
+    try:
+        found = {t: DenoiseSettings.from_config(m.config) for t, m in models.items()}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"a model's config.json has an invalid 'denoise' entry ({exc}); fix or remove it") from None
+    if len(set(found.values())) != 1:
+        raise ModelError(f"the models disagree on input smoothing ({found}); retrain one of them")
+    return next(iter(found.values()))
 
 
 def make_runner(model: LoadedModel, device: torch.device, backend: str, precision: str = "auto",
@@ -555,7 +574,7 @@ def choose_calibration_frames(seq_dir: Path, n: int = CALIBRATION_FRAMES) -> lis
 
 
 def network_inputs(raw: np.ndarray, cfg: DatasetConfig, pseudocolor: bool = True,
-                   n: int = CALIBRATION_INPUTS) -> Iterator[np.ndarray]:
+                   n: int = CALIBRATION_INPUTS, denoise: DenoiseSettings | None = None) -> Iterator[np.ndarray]:
     """Yield ``n`` (3, S, S) float32 network inputs of one raw frame, exactly as inference makes them.
 
     Each chosen slice is pseudocolored (or grey-stacked) as in :meth:`Segmenter.probabilities` (same dtype rule)
@@ -563,7 +582,8 @@ def network_inputs(raw: np.ndarray, cfg: DatasetConfig, pseudocolor: bool = True
     Pseudocoloring of slice z reads slices z-1, z, z+1 of a uint8/uint16 frame and nothing else) without holding
     the whole pseudocolored stack (0.66 GB for a full TRIC frame); then :func:`predict_slices` itself cuts and
     resizes it, and its network inputs are recorded. The ``n`` inputs are evenly spaced over all slices (or slice
-    tiles) of the frame. A constant (empty) frame yields nothing, as inference skips it.
+    tiles) of the frame. A constant (empty) frame yields nothing, as inference skips it. With ``denoise`` the
+    frame's smoothing sigma is chosen from the whole frame (as inference does) and applied to each window.
     """
     from efficientcellseg.pseudocolor import grey_stack, pseudocolor_stack
     from efficientcellseg.tiling import tile_starts
@@ -573,6 +593,7 @@ def network_inputs(raw: np.ndarray, cfg: DatasetConfig, pseudocolor: bool = True
     if raw.dtype not in (np.uint8, np.uint16):
         raise ModelError(f"calibration frames must be uint8 or uint16, got {raw.dtype}")
     dtype = np.float16 if 3 * raw.size * 4 > PC_FLOAT32_MAX_BYTES else np.float32
+    sigma = adaptive_sigma(raw, denoise) if denoise is not None else 0.0
     z, ny, nx = raw.shape
     per_slice = 1
     if cfg.tile_size is not None:
@@ -581,8 +602,8 @@ def network_inputs(raw: np.ndarray, cfg: DatasetConfig, pseudocolor: bool = True
     chosen = _evenly(z * per_slice, n)
     for s in np.unique(chosen // per_slice):
         lo, hi = max(0, s - 1), min(z, s + 2)
-        window = pseudocolor_stack(raw[lo:hi], out_dtype=dtype) if pseudocolor else grey_stack(raw[lo:hi],
-                                                                                               out_dtype=dtype)
+        part = smooth_stack(raw[lo:hi], sigma) if sigma > 0 else raw[lo:hi]
+        window = pseudocolor_stack(part, out_dtype=dtype) if pseudocolor else grey_stack(part, out_dtype=dtype)
         wanted = set((chosen[chosen // per_slice == s] % per_slice).tolist())
         seen: list[np.ndarray] = []
         calls = [0]
@@ -598,7 +619,7 @@ def network_inputs(raw: np.ndarray, cfg: DatasetConfig, pseudocolor: bool = True
 
 
 def int8_calibration(frames: Sequence[Path], cfg: DatasetConfig, pseudocolor: bool = True,
-                     n_inputs: int = CALIBRATION_INPUTS) -> Calibration:
+                     n_inputs: int = CALIBRATION_INPUTS, denoise: DenoiseSettings | None = None) -> Calibration:
     """The int8 calibration of these raw frame files: keyed by their sha256, inputs by :func:`network_inputs`.
 
     Hashing reads the files once; the frames are read again (one at a time) only if the model has to be
@@ -611,11 +632,12 @@ def int8_calibration(frames: Sequence[Path], cfg: DatasetConfig, pseudocolor: bo
         raise ModelError("int8 calibration needs at least one frame")
     digests = [file_sha256(p) for p in paths]
     key = "|".join(digests + [cfg.key, str(cfg.input_size), str(cfg.tile_size), str(cfg.tile_overlap),
-                              f"pc={pseudocolor}", f"n={n_inputs}"])
+                              f"pc={pseudocolor}", f"n={n_inputs}"]
+                   + ([f"denoise={denoise.target_ratio},{denoise.max_sigma}"] if denoise is not None else []))
 
     def inputs() -> Iterator[np.ndarray]:
         for p in paths:
-            yield from network_inputs(read_frame(p, max_z=cfg.max_z), cfg, pseudocolor, n_inputs)
+            yield from network_inputs(read_frame(p, max_z=cfg.max_z), cfg, pseudocolor, n_inputs, denoise)
 
     names = ", ".join(p.name for p in paths)
     return Calibration(key=key, inputs=inputs, description=f"{len(paths)} frame(s) of {paths[0].parent} ({names})")

@@ -50,6 +50,7 @@ from efficientcellseg import __version__
 from efficientcellseg.augment import AugmentConfig, augment_sample, random_crop
 from efficientcellseg.ctc_io import MAN_SEG_RE, list_frames, list_gt_seg, read_frame, read_tiff
 from efficientcellseg.datasets import DatasetConfig, get_dataset
+from efficientcellseg.denoise import DenoiseSettings, denoise_frame
 from efficientcellseg.errors import CTCInputError, ModelError
 from efficientcellseg.log import progress
 from efficientcellseg.losses import seg_loss, soft_focal_loss
@@ -92,6 +93,9 @@ class TrainConfig:
     threads: int | None = None
     init_from: Path | None = None
     """Start from all weights of this model folder (fine-tuning; same architecture), not from scratch."""
+    denoise_target: float | None = None
+    """Noise-adaptive input smoothing (denoise.py) with this target noise ratio, in training and (through the
+    model's config.json) in inference; None: the paper's input."""
     ema_decay: float = 0.0
     """Exponential moving average of weights and BN statistics per step (e.g. 0.999); validation and the
     saved model use the average, which smooths the epoch-to-epoch noise of small batches. 0 = off."""
@@ -315,8 +319,15 @@ def _pseudocolor(raw: np.ndarray, pseudocolor: bool) -> np.ndarray:
     return pseudocolor_stack(raw) if pseudocolor else grey_stack(raw)
 
 
-def _network_images(raw: np.ndarray, ds: DatasetConfig, pseudocolor: bool) -> torch.Tensor:
-    """(Z, 3, H, W) float16 network-scale input slices of a raw (Z, Y, X) frame."""
+def _denoise_settings(cfg: TrainConfig) -> DenoiseSettings | None:
+    return DenoiseSettings(cfg.denoise_target) if cfg.denoise_target is not None else None
+
+
+def _network_images(raw: np.ndarray, ds: DatasetConfig, pseudocolor: bool,
+                    denoise: DenoiseSettings | None = None) -> torch.Tensor:
+    """(Z, 3, H, W) float16 network-scale input slices of a raw (Z, Y, X) frame (smoothed first with ``denoise``,
+    exactly as inference does)."""
+    raw = denoise_frame(raw, denoise)
     pc = torch.from_numpy(np.ascontiguousarray(_pseudocolor(raw, pseudocolor), dtype=np.float32))
     return resize_to_network(pc, ds).clamp_(0, 1).to(torch.float16)
 
@@ -326,7 +337,7 @@ def frame_samples(ref: _FrameRef, cfg: TrainConfig, ds: DatasetConfig) -> list[S
     raw = read_frame(ref.raw, ds.max_z)
     n_z = raw.shape[0]
     shape = network_shape(ds, raw.shape[1:])
-    imgs = _network_images(raw, ds, cfg.pseudocolor)
+    imgs = _network_images(raw, ds, cfg.pseudocolor, _denoise_settings(cfg))
     labels3d = None
     if ref.gt_full is not None:
         labels3d = read_tiff(ref.gt_full)
@@ -585,6 +596,8 @@ def _model_card(name: str, cfg: TrainConfig, record: dict[str, Any], thresholds:
         f"- Sequences {', '.join(record['seqs'])}; validation frames {record['val_frames']} (split by frame).",
         f"- Input: {'Context Aware Pseudocoloring' if cfg.pseudocolor else 'grey stack'}, network scale as in "
         f"inference (input size {ds.input_size}), random crops of {record['crop']} px, batch {cfg.batch_size}.",
+        *([f"- Noise-adaptive input smoothing (denoise.py): target noise ratio {cfg.denoise_target}, in training "
+           "and inference."] if cfg.denoise_target is not None else []),
         *randomized,
         aug_line,
         *([f"- Outputs: channel 0 foreground probability, channel 1 cell-centre heatmap (one network; "
@@ -615,6 +628,9 @@ def _save_folder(out: Path, net_state: dict[str, torch.Tensor], arch: dict[str, 
     net.load_state_dict(net_state)
     config = {"name": out.name, "dataset": ds.key, "task": cfg.task, "input_size": ds.input_size,
               "pseudocolor": cfg.pseudocolor, "trained": True, "training": record}
+    settings = _denoise_settings(cfg)
+    if settings is not None:
+        config["denoise"] = settings.to_config()
     save_model_folder(out, net, config, thresholds, _model_card(out.name, cfg, record, thresholds))
 
 

@@ -183,6 +183,22 @@ def update_thresholds(folder: str | os.PathLike, new: dict[str, Any], note: str 
     return folder
 
 
+def update_config(folder: str | os.PathLike, changes: dict[str, Any]) -> Path:
+    """Set top-level keys of a verified model folder's ``config.json`` (a value of None removes the key) and
+    refresh ``SHA256SUMS``; the weights are untouched. Used for input settings such as ``denoise``."""
+    folder = Path(folder)
+    verify_model_folder(folder)
+    config = json.loads((folder / CONFIG).read_text())
+    for k, v in changes.items():
+        if v is None:
+            config.pop(k, None)
+        else:
+            config[k] = v
+    _write_json(folder / CONFIG, config)
+    _write_sums(folder)
+    return folder
+
+
 def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
     """Verify a model folder, rebuild the network from its config and load the weights (no pickle)."""
     from safetensors.torch import load_file

@@ -1,0 +1,103 @@
+"""Noise-adaptive input smoothing: the noise estimate, the sigma rule, dtype handling, and how a model folder's
+``denoise`` setting reaches inference and int8 calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from efficientcellseg.datasets import get_dataset
+from efficientcellseg.denoise import (DenoiseSettings, adaptive_sigma, denoise_frame, noise_ratio, noise_std,
+                                      smooth_stack)
+from efficientcellseg.errors import ModelError
+from efficientcellseg.infer import build_segmenter, network_inputs, predict_slices
+from efficientcellseg.pseudocolor import pseudocolor_stack
+from efficientcellseg.weights import create_untrained_model_folder, update_config, verify_model_folder
+
+
+def _cell_frame(noise: float, seed: int = 0, shape: tuple[int, int, int] = (4, 96, 96)) -> np.ndarray:
+    """A bright disc (signal 1000 over background 2000) with white Gaussian noise of std ``noise``, as uint16."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[1], : shape[2]]
+    disc = ((yy - shape[1] / 2) ** 2 + (xx - shape[2] / 2) ** 2 < (shape[1] / 4) ** 2) * 1000.0
+    frame = 2000.0 + disc[None] + rng.normal(0, noise, shape)
+    return np.clip(np.rint(frame), 0, 65535).astype(np.uint16)
+
+
+@pytest.mark.parametrize("noise", [5.0, 40.0, 200.0])
+def test_noise_std_recovers_white_noise(noise) -> None:
+    """The MAD estimate of neighbour differences is the noise std within 5%, edges of a cell notwithstanding."""
+    assert noise_std(_cell_frame(noise)) == pytest.approx(noise, rel=0.05)
+
+
+def test_sigma_is_zero_for_clean_frames_and_grows_with_noise() -> None:
+    s = DenoiseSettings(target_ratio=0.05, max_sigma=3.0)
+    clean, noisy, noisier = (_cell_frame(n) for n in (10.0, 150.0, 300.0))
+    assert noise_ratio(clean) < 0.05 and adaptive_sigma(clean, s) == 0.0
+    assert 0.5 < adaptive_sigma(noisy, s) < adaptive_sigma(noisier, s) < 3.0
+    assert adaptive_sigma(noisier, DenoiseSettings(0.05, max_sigma=1.0)) == 1.0  # capped
+    assert denoise_frame(clean, s) is clean and denoise_frame(noisy, None) is noisy
+
+
+def test_smoothing_keeps_integer_dtype_lowers_noise_and_leaves_the_input_alone() -> None:
+    frame = _cell_frame(150.0)
+    before = frame.copy()
+    out = smooth_stack(frame, 2.0)
+    assert out.dtype == np.uint16 and out.shape == frame.shape
+    np.testing.assert_array_equal(frame, before)
+    assert noise_std(out) < noise_std(frame) / 4
+    assert smooth_stack(frame.astype(np.float64), 1.0).dtype == np.float32
+
+
+def test_settings_round_trip_and_reject_bad_values() -> None:
+    s = DenoiseSettings(0.04, 2.5)
+    assert DenoiseSettings.from_config({"denoise": s.to_config()}) == s
+    assert DenoiseSettings.from_config({}) is None
+    with pytest.raises(ValueError, match="target_ratio"):
+        DenoiseSettings(0.0)
+
+
+def _folder_with_denoise(tmp_path, target: float | None):
+    folder = create_untrained_model_folder(tmp_path / f"A549-SIM-seg-{target}", "A549-SIM", seed=1)
+    update_config(folder, {"denoise": None if target is None else {"target_ratio": target, "max_sigma": 3.0}})
+    verify_model_folder(folder)  # the sums were refreshed
+    return folder
+
+
+def test_model_config_switches_smoothing_on_inference(tmp_path) -> None:
+    off = build_segmenter("A549-SIM", _folder_with_denoise(tmp_path, None), backend="torch")
+    on = build_segmenter("A549-SIM", _folder_with_denoise(tmp_path, 0.02), backend="torch")
+    assert off.denoise is None and on.denoise == DenoiseSettings(0.02, 3.0)
+    noisy = _cell_frame(150.0, shape=(3, 64, 64))
+    assert not np.allclose(off.probabilities(noisy)["seg"], on.probabilities(noisy)["seg"])
+
+
+def test_models_that_disagree_on_smoothing_are_refused(tmp_path) -> None:
+    seg = create_untrained_model_folder(tmp_path / "MDA231-seg", "MDA231", seed=1)
+    centers = create_untrained_model_folder(tmp_path / "MDA231-centers", "MDA231", task="centers", seed=2)
+    update_config(seg, {"denoise": {"target_ratio": 0.05}})
+    with pytest.raises(ModelError, match="disagree on input smoothing"):
+        build_segmenter("MDA231", seg, centers, backend="torch")
+    update_config(seg, {"denoise": {"target_ratio": -1}})
+    with pytest.raises(ModelError, match="invalid 'denoise' entry"):
+        build_segmenter("MDA231", seg, centers, backend="torch")
+
+
+def test_calibration_inputs_follow_the_smoothing() -> None:
+    """int8 calibration sees exactly the smoothed network inputs that inference gives the network."""
+    cfg = get_dataset("A549-SIM")
+    s = DenoiseSettings(0.02)
+    raw = _cell_frame(150.0, shape=(5, 60, 70))
+    seen: list[np.ndarray] = []
+
+    def record(x: torch.Tensor) -> torch.Tensor:
+        seen.extend(x.numpy().copy())
+        return torch.zeros(x.shape[0], x.shape[-2], x.shape[-1])
+
+    predict_slices({"r": record}, pseudocolor_stack(denoise_frame(raw, s)), cfg, 1, torch.device("cpu"))
+    got = list(network_inputs(raw, cfg, n=5, denoise=s))
+    assert len(got) == len(seen) == 5
+    for g, w in zip(got, seen):
+        np.testing.assert_array_equal(g, w)
+    assert not np.array_equal(got[2], next(iter(list(network_inputs(raw, cfg, n=5))[2:3])))
