@@ -101,3 +101,25 @@ def test_calibration_inputs_follow_the_smoothing() -> None:
     for g, w in zip(got, seen):
         np.testing.assert_array_equal(g, w)
     assert not np.array_equal(got[2], next(iter(list(network_inputs(raw, cfg, n=5))[2:3])))
+
+
+def test_denoise_variant_copies_weights_and_sets_only_the_target(tmp_path) -> None:
+    """benchmarks/denoise_variant.py: the copy verifies, has the same weights and differs by ``denoise`` alone."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from denoise_variant import TRAINING_RATIOS, make_variant
+
+    src = tmp_path / "models"
+    create_untrained_model_folder(src / "TRIC-seg", "TRIC", "seg", seed=0)
+    out = make_variant(src, tmp_path / "dn2", scale=2.0, datasets=["TRIC", "MDA231"])
+    verify_model_folder(out / "TRIC-seg")
+    old = json.loads((src / "TRIC-seg" / "config.json").read_text())
+    new = json.loads((out / "TRIC-seg" / "config.json").read_text())
+    assert new.pop("denoise") == {"target_ratio": round(2 * TRAINING_RATIOS["TRIC"], 4), "max_sigma": 3.0}
+    assert new == old
+    assert ((out / "TRIC-seg" / "weights.safetensors").read_bytes()
+            == (src / "TRIC-seg" / "weights.safetensors").read_bytes())
+    assert not (out / "MDA231-seg").exists()
