@@ -1,0 +1,118 @@
+"""Why the input smoothing exists: one noisy slice, the network's foreground probability without and with it.
+
+For each ``--seq DATASET:PATH`` (a labelled sequence), one slice of the first annotated frame (the fullest
+slice of a 3D truth, or the annotated slice) is shown raw, with the foreground probability of the given models without smoothing, and with the
+noise-adaptive smoothing of their ``denoise`` target (``benchmarks/denoise_variant.py`` defaults when the
+folder has none). It also prints the mean probability inside and outside the true cells, which is the
+diagnosis number of docs/generalization.md::
+
+    .venv/bin/python benchmarks/denoise_figure.py --models models \
+        --seq A549-SIM:runs/acc_dn/data/B-dim/Fluo-C3DH-A549-SIM/01 \
+        --seq MDA231:runs/acc_dn/data/B-dim/Fluo-C3DL-MDA231/01 --out docs/images/denoise_dim.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+for _p in (ROOT / "SW", ROOT / "benchmarks"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+from denoise_variant import TRAINING_RATIOS  # noqa: E402
+from efficientcellseg.ctc_io import read_frame, read_tiff  # noqa: E402
+from efficientcellseg.datasets import get_dataset  # noqa: E402
+from efficientcellseg.denoise import DenoiseSettings, adaptive_sigma  # noqa: E402
+from efficientcellseg.infer import build_segmenter  # noqa: E402
+
+log = logging.getLogger("efficientcellseg.benchmarks.denoise_figure")
+
+
+def _first_truth(seq: Path) -> tuple[Path, Path, int | None]:
+    """(raw frame, truth file, slice) of the first annotated frame in ``SEQ_GT/SEG``.
+
+    A full-volume ``man_segTTT.tif`` is preferred (slice None: the slice with the most cell pixels is shown);
+    otherwise the first slice annotation ``man_seg_TTT_ZZZ.tif``.
+    """
+    gt_dir = seq.parent / f"{seq.name}_GT" / "SEG"
+    files = sorted(gt_dir.glob("man_seg*.tif"))
+    for gt in files:
+        digits = gt.stem[len("man_seg"):]
+        if digits.isdigit():
+            return seq / f"t{digits}.tif", gt, None
+    for gt in files:
+        parts = gt.stem.split("_")
+        if len(parts) == 4 and parts[2].isdigit() and parts[3].isdigit():
+            return seq / f"t{parts[2]}.tif", gt, int(parts[3])
+    raise FileNotFoundError(f"{gt_dir}: no man_segTTT.tif or man_seg_TTT_ZZZ.tif")
+
+
+def probe(dataset: str, seq: Path, models: Path) -> dict[str, object]:
+    """Raw middle slice, the truth, and the probability slice without and with smoothing, plus summary numbers."""
+    cfg = get_dataset(dataset)
+    raw_path, gt_path, z_gt = _first_truth(seq)
+    raw = read_frame(raw_path, max_z=cfg.max_z)
+    gt = read_tiff(gt_path) > 0
+    centers = models / cfg.models["centers"] if "centers" in cfg.models else None
+    seg = build_segmenter(cfg.key, models / cfg.models["seg"], centers if centers and centers.is_dir() else None,
+                          backend="onnx", device="cpu")
+    settings = seg.denoise or DenoiseSettings(TRAINING_RATIOS[cfg.key])
+    off = dataclasses.replace(seg, denoise=None).probabilities(raw)["seg"]
+    on = dataclasses.replace(seg, denoise=settings).probabilities(raw)["seg"]
+    if z_gt is None:
+        z = int(np.argmax(gt.sum(axis=(1, 2))))
+        off_t, on_t, gt_z = off, on, gt
+    else:
+        z = z_gt
+        off_t, on_t, gt_z = off[z], on[z], gt.reshape(gt.shape[-2:])
+    return {"dataset": cfg.key, "raw": raw[z], "gt": gt_z if z_gt is not None else gt[z], "off": off[z],
+            "on": on[z], "sigma": adaptive_sigma(raw, settings), "frame": f"{raw_path.name} z{z}",
+            "in_off": float(off_t[gt_z].mean()), "in_on": float(on_t[gt_z].mean()),
+            "out_off": float(off_t[~gt_z].mean()), "out_on": float(on_t[~gt_z].mean())}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", type=Path, default=ROOT / "models", help="model set (folders DATASET-seg ...)")
+    ap.add_argument("--seq", action="append", required=True, metavar="DATASET:PATH")
+    ap.add_argument("--out", type=Path, required=True, help="PNG to write")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [probe(s.split(":", 1)[0], Path(s.split(":", 1)[1]), a.models) for s in a.seq]
+    print("| dataset | frame | sigma (px) | mean p inside cells: off -> on | outside: off -> on |")
+    print("|---|---|---|---|---|")
+    fig, axes = plt.subplots(len(rows), 3, figsize=(10, 3.4 * len(rows)), squeeze=False)
+    for ax, r in zip(axes, rows):
+        print(f"| {r['dataset']} | {r['frame']} | {r['sigma']:.2f} | {r['in_off']:.2f} -> {r['in_on']:.2f} "
+              f"| {r['out_off']:.2f} -> {r['out_on']:.2f} |")
+        lo, hi = np.percentile(r["raw"], (1, 99.8))
+        ax[0].imshow(r["raw"], cmap="gray", vmin=lo, vmax=hi)
+        ax[0].contour(r["gt"], levels=[0.5], colors="yellow", linewidths=0.6)
+        ax[0].set_title(f"{r['dataset']} {r['frame']} (truth in yellow)")
+        ax[1].imshow(r["off"], cmap="magma", vmin=0, vmax=1)
+        ax[1].set_title(f"p(cell), paper input: {r['in_off']:.2f} inside")
+        ax[2].imshow(r["on"], cmap="magma", vmin=0, vmax=1)
+        ax[2].set_title(f"p(cell), smoothed sigma {r['sigma']:.1f}: {r['in_on']:.2f} inside")
+        for x in ax:
+            x.axis("off")
+    fig.tight_layout()
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(a.out, dpi=80)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
