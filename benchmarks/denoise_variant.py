@@ -43,7 +43,12 @@ def make_variant(src: Path, out: Path, scale: float = 1.0, datasets: Sequence[st
                 shutil.rmtree(dst)
             shutil.copytree(folder, dst)
             settings = DenoiseSettings(round(TRAINING_RATIOS[ds] * scale, 4))
-            update_config(dst, {"denoise": settings.to_config()})
+            note = (f"Noise-adaptive input smoothing (`denoise.py`, an addition to the paper) switched on after "
+                    f"training, weights unchanged: a frame whose noise/range ratio is above "
+                    f"{settings.target_ratio} (the ratio of the fixed-profile training frames) is smoothed "
+                    f"in-plane, sigma at most {settings.max_sigma} px, before pseudocoloring. Frames as clean as "
+                    f"the training data are not changed. Measured in docs/generalization.md.")
+            update_config(dst, {"denoise": settings.to_config()}, note=note)
             log.info("%s: denoise %s", dst, settings.to_config())
     return out
 

@@ -123,3 +123,21 @@ def test_denoise_variant_copies_weights_and_sets_only_the_target(tmp_path) -> No
     assert ((out / "TRIC-seg" / "weights.safetensors").read_bytes()
             == (src / "TRIC-seg" / "weights.safetensors").read_bytes())
     assert not (out / "MDA231-seg").exists()
+    card = (out / "TRIC-seg" / "MODEL_CARD.md").read_text()
+    assert "## Input settings" in card and str(round(2 * TRAINING_RATIOS["TRIC"], 4)) in card
+
+
+def test_update_config_note_is_one_card_section_that_tuning_keeps(tmp_path) -> None:
+    """The card's input-settings section is replaced, not repeated, and survives a later ``tune --write``."""
+    from efficientcellseg.weights import update_config, update_thresholds
+
+    folder = create_untrained_model_folder(tmp_path / "A549-SIM-seg", "A549-SIM", "seg", seed=0)
+    update_thresholds(folder, {"prob_threshold": 0.6}, note="tuned here")
+    update_config(folder, {"denoise": {"target_ratio": 0.1, "max_sigma": 3.0}}, note="smoothing, first note")
+    update_config(folder, {"denoise": {"target_ratio": 0.2, "max_sigma": 3.0}}, note="smoothing, second note")
+    update_thresholds(folder, {"prob_threshold": 0.5}, note="tuned again")
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert card.count("## Input settings") == 1 and "second note" in card and "first note" not in card
+    assert card.index("## Input settings") < card.index("## Post-processing parameters (tuned)")
+    assert "tuned again" in card and "tuned here" not in card
+    verify_model_folder(folder)

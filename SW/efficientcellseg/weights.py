@@ -39,6 +39,7 @@ SUMS = "SHA256SUMS"
 CARD = "MODEL_CARD.md"
 HASHED = (CONFIG, THRESHOLDS, WEIGHTS)
 TUNED_HEADING = "## Post-processing parameters (tuned)"
+INPUT_HEADING = "## Input settings"
 
 
 @dataclass
@@ -183,9 +184,12 @@ def update_thresholds(folder: str | os.PathLike, new: dict[str, Any], note: str 
     return folder
 
 
-def update_config(folder: str | os.PathLike, changes: dict[str, Any]) -> Path:
+def update_config(folder: str | os.PathLike, changes: dict[str, Any], note: str = "") -> Path:
     """Set top-level keys of a verified model folder's ``config.json`` (a value of None removes the key) and
-    refresh ``SHA256SUMS``; the weights are untouched. Used for input settings such as ``denoise``."""
+    refresh ``SHA256SUMS``; the weights are untouched. Used for input settings such as ``denoise``.
+
+    A ``note`` becomes the model card's ``## Input settings`` section (replacing an earlier one; placed before
+    the tuned post-processing section, which ``update_thresholds`` rewrites)."""
     folder = Path(folder)
     verify_model_folder(folder)
     config = json.loads((folder / CONFIG).read_text())
@@ -196,7 +200,21 @@ def update_config(folder: str | os.PathLike, changes: dict[str, Any]) -> Path:
             config[k] = v
     _write_json(folder / CONFIG, config)
     _write_sums(folder)
+    card = folder / CARD
+    if note and card.is_file():
+        _write_atomic(card, _with_card_section(card.read_text(), INPUT_HEADING, note).encode())
     return folder
+
+
+def _with_card_section(text: str, heading: str, body: str) -> str:
+    """``text`` with the section under ``heading`` set to ``body`` (before the tuned section, if any)."""
+    head, sep, tuned = text.partition(TUNED_HEADING)
+    if heading in head:
+        before, _, after = head.partition(heading)
+        rest = after.split("\n## ", 1)
+        head = before + ("## " + rest[1] if len(rest) == 2 else "")
+    section = f"{heading}\n\n{body.strip()}\n\n"
+    return head.rstrip("\n") + "\n\n" + section + (sep + tuned if sep else "")
 
 
 def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
