@@ -7,6 +7,8 @@
 # sequence folder DIR instead of the input sequence. EFFICIENTCELLSEG_SCHEDULER=ADDRESS|local[:N] runs the frames
 # as Dask tasks (predict --scheduler; see README "Scaling out with Dask").
 # EFFICIENTCELLSEG_TRACK=1 links the masks over time after the last frame and writes res_track.txt (README "Tracking").
+# EFFICIENTCELLSEG_DENOISE=0 switches off the models' noise-adaptive input smoothing (predict --no-denoise): the
+# paper's input exactly (docs/generalization.md).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dataset="$1"; folder="$2"
@@ -25,6 +27,12 @@ case "$track" in
   1) track_flag=(--track) ;;
   *) echo "error: EFFICIENTCELLSEG_TRACK=$track is not 0 or 1" >&2; exit 2 ;;
 esac
+denoise="${EFFICIENTCELLSEG_DENOISE:-1}"
+case "$denoise" in
+  1|"") denoise_flag=() ;;
+  0) denoise_flag=(--no-denoise) ;;
+  *) echo "error: EFFICIENTCELLSEG_DENOISE=$denoise is not 0 or 1" >&2; exit 2 ;;
+esac
 seq="$3"; root="${4:-$here/..}"
 input="$root/$folder/$seq"
 [ -d "$input" ] || { echo "error: input folder $input does not exist (expected ROOT/${folder}/${seq})" >&2; exit 2; }
@@ -36,4 +44,5 @@ calibrate=()
 [ -z "${EFFICIENTCELLSEG_CALIBRATE:-}" ] || calibrate=(--calibrate "$EFFICIENTCELLSEG_CALIBRATE")
 exec "$py" -m efficientcellseg predict --dataset "$dataset" --input "$input" --output "${input}_RES" --device auto \
   --precision "$precision" ${calibrate[@]+"${calibrate[@]}"} ${track_flag[@]+"${track_flag[@]}"} \
+  ${denoise_flag[@]+"${denoise_flag[@]}"} \
   ${scheduler[@]+"${scheduler[@]}"}

@@ -73,6 +73,15 @@ def test_model_config_switches_smoothing_on_inference(tmp_path) -> None:
     assert not np.allclose(off.probabilities(noisy)["seg"], on.probabilities(noisy)["seg"])
 
 
+def test_no_denoise_feeds_the_paper_input(tmp_path) -> None:
+    """``denoise=False`` (predict --no-denoise) ignores the folder's setting: same probabilities as without it."""
+    off = build_segmenter("A549-SIM", _folder_with_denoise(tmp_path, None), backend="torch")
+    forced = build_segmenter("A549-SIM", _folder_with_denoise(tmp_path, 0.02), backend="torch", denoise=False)
+    assert forced.denoise is None
+    noisy = _cell_frame(150.0, shape=(3, 64, 64))
+    np.testing.assert_array_equal(off.probabilities(noisy)["seg"], forced.probabilities(noisy)["seg"])
+
+
 def test_models_that_disagree_on_smoothing_are_refused(tmp_path) -> None:
     seg = create_untrained_model_folder(tmp_path / "MDA231-seg", "MDA231", seed=1)
     centers = create_untrained_model_folder(tmp_path / "MDA231-centers", "MDA231", task="centers", seed=2)

@@ -89,6 +89,24 @@ def test_bad_precision_variable(tmp_path, untrained_models) -> None:
     _assert_one_line_error(res, "EFFICIENTCELLSEG_PRECISION=int4", "int8")
 
 
+def test_denoise_variable_reaches_predict(tmp_path, untrained_models) -> None:
+    """EFFICIENTCELLSEG_DENOISE=0 becomes predict --no-denoise: a folder whose smoothing entry is broken fails
+    by default and runs with the smoothing switched off; any other value is one clear error line."""
+    from efficientcellseg.weights import update_config
+
+    models = tmp_path / "models"
+    shutil.copytree(untrained_models / "A549-SIM-seg", models / "A549-SIM-seg")
+    update_config(models / "A549-SIM-seg", {"denoise": {"target_ratio": -1}})
+    ds = generate(profile="A549-SIM", out_root=tmp_path, seq="01", frames=1, seed=11)
+    res = _run("run_A549-SIM.sh", "01", str(tmp_path), models=models)
+    _assert_one_line_error(res, "invalid 'denoise' entry", "fix or remove it")
+    res = _run("run_A549-SIM.sh", "01", str(tmp_path), models=models, EFFICIENTCELLSEG_DENOISE="0")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (ds / "01_RES" / "mask000.tif").is_file()
+    res = _run("run_A549-SIM.sh", "01", str(tmp_path), models=models, EFFICIENTCELLSEG_DENOISE="off")
+    _assert_one_line_error(res, "EFFICIENTCELLSEG_DENOISE=off", "0 or 1")
+
+
 def _tric_tree(tmp_path: Path) -> Path:
     return generate(profile="TRIC", out_root=tmp_path, seq="01", frames=1, seed=12, small=True)
 

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate", type=Path, default=None, metavar="DIR",
                    help="int8 only: calibrate on up to 3 evenly spaced tTTT.tif frames of this sequence folder "
                         "(default: the --input sequence); the quantised model is cached per calibration frames")
+    p.add_argument("--no-denoise", dest="denoise", action="store_false",
+                   help="ignore the models' noise-adaptive input smoothing (config.json key denoise) and feed the "
+                        "network exactly as the paper does")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--preview", type=Path, default=None, help="write PNG overlays of a few slices into this folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing masks (default: replace as well; "
@@ -179,7 +182,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
             dataset=a.dataset, inputs=a.input, outputs=a.output, scheduler=a.scheduler, model_dir=a.model,
             centers_model_dir=a.centers_model, device=a.device, backend=a.backend, batch_size=a.batch_size,
             precision=a.precision, threads=a.threads, preview_dir=a.preview, timeout_s=a.scheduler_timeout,
-            calibrate=a.calibrate,
+            calibrate=a.calibrate, denoise=a.denoise,
         )
     else:
         from efficientcellseg.infer import predict_sequence
@@ -188,6 +191,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
             dataset=a.dataset, input_dir=input_dir, output_dir=output_dir, model_dir=a.model,
             centers_model_dir=a.centers_model, device=a.device, backend=a.backend, batch_size=a.batch_size,
             precision=a.precision, threads=a.threads, preview_dir=a.preview, calibrate=a.calibrate,
+            denoise=a.denoise,
         ) for input_dir, output_dir in zip(a.input, a.output, strict=True)]
     for report in reports:
         log.info("wrote %d masks to %s", report.n_frames, report.output_dir)

@@ -78,6 +78,8 @@ class WorkerOptions:
     """Intra-op threads of torch/ONNX Runtime per task; ``None``: the worker's cores / its task slots."""
     calibration_frames: tuple[str, ...] | None = None
     """int8 only: raw frame files whose network inputs calibrate the quantised network (chosen by the client)."""
+    denoise: bool = True
+    """Apply the models' noise-adaptive input smoothing (False: the paper's input exactly)."""
 
 
 _SEGMENTERS: dict[WorkerOptions, Segmenter] = {}
@@ -100,7 +102,7 @@ def worker_segmenter(opts: WorkerOptions) -> tuple[Segmenter, float]:
         torch.set_num_threads(threads)
         calib = [Path(p) for p in opts.calibration_frames] if opts.calibration_frames else None
         seg = build_segmenter(opts.dataset, opts.model_dir, opts.centers_model_dir, opts.device, opts.backend,
-                              opts.batch_size, opts.precision, calib)
+                              opts.batch_size, opts.precision, calib, opts.denoise)
         _SEGMENTERS[opts] = seg
         log.debug("worker %d: models for %s loaded (%d threads)", os.getpid(), opts.dataset, threads)
         return seg, time.perf_counter() - t0
@@ -242,6 +244,7 @@ def predict_distributed(
     preview_dir: Path | None = None,
     timeout_s: float = CONNECT_TIMEOUT_S,
     calibrate: Path | None = None,
+    denoise: bool = True,
 ) -> list[PredictReport]:
     """Segment every frame of the sequences ``inputs`` into ``outputs`` (paired by position) on a Dask cluster.
 
@@ -259,7 +262,7 @@ def predict_distributed(
     jobs = _plan(dataset, inputs, outputs, preview_dir)
     opts = WorkerOptions(dataset, str(model_dir) if model_dir else None,
                          str(centers_model_dir) if centers_model_dir else None, device, backend, batch_size,
-                         precision, threads)
+                         precision, threads, denoise=denoise)
     if precision == "int8":
         frames = choose_calibration_frames(Path(calibrate or inputs[0]))
         opts = WorkerOptions(**{**asdict(opts), "calibration_frames": tuple(str(f) for f in frames)})

@@ -358,6 +358,7 @@ def build_segmenter(
     batch_size: int | None = None,
     precision: str = "auto",
     calibration_frames: Sequence[Path] | None = None,
+    denoise: bool = True,
 ) -> Segmenter:
     """Load and verify the dataset's model folder(s) and prepare the runners and post-processing parameters.
 
@@ -368,6 +369,8 @@ def build_segmenter(
     ``precision`` (see :class:`TorchRunner`): ``auto`` keeps fp32 on the CPU (ONNX Runtime) and fp16 autocast
     on CUDA; ``bf16`` trades exactness for speed on CPUs with native bfloat16; ``int8`` needs
     ``calibration_frames`` (raw frame files, e.g. :func:`choose_calibration_frames` of the sequence to segment).
+    ``denoise=False`` ignores the models' noise-adaptive input smoothing (``config.json`` key ``denoise``) and
+    feeds the network exactly as the paper does.
     """
     cfg = get_dataset(dataset)
     dev = select_device(device)
@@ -381,7 +384,7 @@ def build_segmenter(
     pseudo = {bool(m.config.get("pseudocolor", True)) for m in models.values()}
     if len(pseudo) != 1:
         raise ModelError("the segmentation and centre models disagree on pseudocoloring; retrain one of them")
-    denoise = _denoise_settings(models)
+    denoise_settings = _denoise_settings(models) if denoise else None
     for t, m in models.items():
         if m.config.get("dataset") not in (None, cfg.key):
             log.warning("%s: trained for dataset %s, used for %s", m.folder, m.config.get("dataset"), cfg.key)
@@ -394,7 +397,7 @@ def build_segmenter(
     if precision == "int8":
         if not calibration_frames:
             raise ModelError("precision int8 needs calibration frames (the sequence to segment or --calibrate DIR)")
-        calibration = int8_calibration(calibration_frames, cfg, next(iter(pseudo)), denoise=denoise)
+        calibration = int8_calibration(calibration_frames, cfg, next(iter(pseudo)), denoise=denoise_settings)
     if two_outputs:
         runners = SharedOutputs(make_runner(models["seg"], dev, backend, precision, calibration),
                                 ("seg", "centers")).outputs()
@@ -405,7 +408,7 @@ def build_segmenter(
     if batch_size < 1:
         raise ModelError(f"--batch-size must be >= 1, got {batch_size}")
     return Segmenter(cfg, runners, params, dev, batch_size, pseudocolor=pseudo.pop(), shared_forward=two_outputs,
-                     denoise=denoise)
+                     denoise=denoise_settings)
 
 
 def _denoise_settings(models: Mapping[str, LoadedModel]) -> DenoiseSettings | None:
@@ -476,6 +479,7 @@ def predict_sequence(
     precision: str = "auto",
     overlap: bool | None = None,
     calibrate: Path | None = None,
+    denoise: bool = True,
 ) -> PredictReport:
     """Segment every frame of a CTC sequence folder and write ``maskTTT.tif`` files into ``output_dir``.
 
@@ -485,7 +489,7 @@ def predict_sequence(
     CPU, where both compete for the same cores and a second frame's arrays would raise the peak memory.
 
     ``precision="int8"`` calibrates on :data:`CALIBRATION_FRAMES` frames of ``calibrate`` (a sequence folder),
-    by default of ``input_dir`` itself.
+    by default of ``input_dir`` itself. ``denoise=False``: see :func:`build_segmenter`.
     """
     if threads:
         torch.set_num_threads(threads)
@@ -499,7 +503,8 @@ def predict_sequence(
         calib = choose_calibration_frames(calibrate or input_dir)
     elif calibrate is not None:
         log.warning("--calibrate %s is ignored: it applies to --precision int8 only", calibrate)
-    seg = build_segmenter(dataset, model_dir, centers_model_dir, device, backend, batch_size, precision, calib)
+    seg = build_segmenter(dataset, model_dir, centers_model_dir, device, backend, batch_size, precision, calib,
+                          denoise)
     if overlap is None:
         overlap = seg.device.type == "cuda"
     log.info("%s: %d frames from %s on %s (batch %d%s)", cfg.key, len(frames), input_dir, seg.device, seg.batch_size,
