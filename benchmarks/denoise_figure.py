@@ -1,9 +1,9 @@
 """Why the input smoothing exists: one noisy slice, the network's foreground probability without and with it.
 
 For each ``--seq DATASET:PATH`` (a labelled sequence), one slice of the first annotated frame (the fullest
-slice of a 3D truth, or the annotated slice) is shown raw, with the foreground probability of the given models without smoothing, and with the
-noise-adaptive smoothing of their ``denoise`` target (``benchmarks/denoise_variant.py`` defaults when the
-folder has none). It also prints the mean probability inside and outside the true cells, which is the
+slice of a 3D truth, or the annotated slice) is shown raw, with the foreground probability of the given
+models without smoothing, and with the noise-adaptive smoothing of their ``denoise`` target
+(``benchmarks/denoise_variant.py`` defaults when the folder has none). It also prints the mean probability inside and outside the true cells, which is the
 diagnosis number of docs/generalization.md::
 
     .venv/bin/python benchmarks/denoise_figure.py --models models \
@@ -56,7 +56,7 @@ def _first_truth(seq: Path) -> tuple[Path, Path, int | None]:
 
 
 def probe(dataset: str, seq: Path, models: Path) -> dict[str, object]:
-    """Raw middle slice, the truth, and the probability slice without and with smoothing, plus summary numbers."""
+    """One raw slice, its truth, and the probability without and with smoothing, plus summary numbers."""
     cfg = get_dataset(dataset)
     raw_path, gt_path, z_gt = _first_truth(seq)
     raw = read_frame(raw_path, max_z=cfg.max_z)
@@ -67,16 +67,17 @@ def probe(dataset: str, seq: Path, models: Path) -> dict[str, object]:
     settings = seg.denoise or DenoiseSettings(TRAINING_RATIOS[cfg.key])
     off = dataclasses.replace(seg, denoise=None).probabilities(raw)["seg"]
     on = dataclasses.replace(seg, denoise=settings).probabilities(raw)["seg"]
-    if z_gt is None:
+    if z_gt is None:  # full-volume truth: score the volume, show its fullest slice
         z = int(np.argmax(gt.sum(axis=(1, 2))))
-        off_t, on_t, gt_z = off, on, gt
-    else:
+        truth, p_off, p_on, shown = gt, off, on, gt[z]
+    else:  # one annotated slice: score and show it
         z = z_gt
-        off_t, on_t, gt_z = off[z], on[z], gt.reshape(gt.shape[-2:])
-    return {"dataset": cfg.key, "raw": raw[z], "gt": gt_z if z_gt is not None else gt[z], "off": off[z],
-            "on": on[z], "sigma": adaptive_sigma(raw, settings), "frame": f"{raw_path.name} z{z}",
-            "in_off": float(off_t[gt_z].mean()), "in_on": float(on_t[gt_z].mean()),
-            "out_off": float(off_t[~gt_z].mean()), "out_on": float(on_t[~gt_z].mean())}
+        truth = shown = gt.reshape(gt.shape[-2:])
+        p_off, p_on = off[z], on[z]
+    return {"dataset": cfg.key, "raw": raw[z], "gt": shown, "off": off[z], "on": on[z],
+            "sigma": adaptive_sigma(raw, settings), "frame": f"{raw_path.name} z{z}",
+            "in_off": float(p_off[truth].mean()), "in_on": float(p_on[truth].mean()),
+            "out_off": float(p_off[~truth].mean()), "out_on": float(p_on[~truth].mean())}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -40,13 +40,6 @@ def sequence_ratios(seq: Path, dataset: str, max_frames: int = 3) -> tuple[float
     return statistics.median(ratios), statistics.median(sigmas)
 
 
-def _folder_dataset(name: str) -> str | None:
-    for key, cfg in DATASETS.items():
-        if cfg.ctc_name == name:
-            return key
-    return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seq", action="append", default=[], metavar="TAG:DATASET:PATH")
@@ -58,18 +51,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         tag, ds, path = s.split(":", 2)
         seqs.append((tag, ds, Path(path)))
     if a.data is not None:
+        ctc_names = {cfg.ctc_name for cfg in DATASETS.values()}
         for fam in sorted(p for p in a.data.iterdir() if p.is_dir()):
             for ds_dir in sorted(fam.iterdir()):
-                key = _folder_dataset(ds_dir.name)
-                if key is not None and (ds_dir / "01").is_dir():
-                    seqs.append((fam.name, key, ds_dir / "01"))
+                if ds_dir.name in ctc_names and (ds_dir / "01").is_dir():
+                    seqs.append((fam.name, get_dataset(ds_dir.name).key, ds_dir / "01"))
     if not seqs:
         ap.error("give --seq or --data")
     print("| family | dataset | noise/range (median) | target | sigma (px) |")
     print("|---|---|---|---|---|")
     for tag, ds, path in seqs:
         ratio, sigma = sequence_ratios(path, ds, a.frames)
-        print(f"| {tag} | {get_dataset(ds).key} | {ratio:.3f} | {TRAINING_RATIOS[get_dataset(ds).key]} | {sigma:.2f} |")
+        key = get_dataset(ds).key
+        print(f"| {tag} | {key} | {ratio:.3f} | {TRAINING_RATIOS[key]} | {sigma:.2f} |")
     return 0
 
 
