@@ -19,6 +19,8 @@ from efficientcellseg.postprocess import (
     parameter_names,
     postprocess,
     remove_small_objects,
+    signal_gate,
+    signal_map,
     to_uint16_labels,
     trim_end_slices,
 )
@@ -249,6 +251,62 @@ def test_largest_component_picks_biggest_and_fills_hole() -> None:
     assert not largest_component(as_prob(big), min_size=int(big.sum()) + 1).any()
 
 
+def blurred_cell(shape: tuple[int, int, int] = (16, 40, 40)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A cell in slices 5..10 (true mask), its raw signal with a dim z-blurred copy in every other slice, and
+    a probability that (like a per-slice-normalised network) marks the cell's outline in every slice."""
+    z = np.arange(shape[0])[:, None, None]
+    disc = ellipsoid((1,) + shape[1:], (0, 20, 20), (1, 10, 10))[0]
+    truth = (z >= 5) & (z <= 10) & disc
+    level = np.where((z >= 5) & (z <= 10), 1000.0, 1000.0 * 0.35 ** np.minimum(np.abs(z - 5), np.abs(z - 10)))
+    raw = (100 + level * disc).astype(np.float32)
+    return truth, raw, as_prob(np.broadcast_to(disc, shape))
+
+
+def test_signal_gate_cuts_the_blurred_copies_above_and_below_a_cell() -> None:
+    truth, raw, prob = blurred_cell()
+    signal = signal_map(raw)
+    assert signal.dtype == np.float32 and signal.shape == raw.shape
+    assert signal[:, 0, 0].max() == pytest.approx(100, abs=1e-3)  # in-plane only: background stays flat
+    assert largest_component(prob).sum() == prob.shape[0] * truth[7].sum()  # without the gate: every slice
+    gated = largest_component(prob, signal, signal_fraction=0.4)
+    assert gated.dtype == np.uint16
+    z_kept = np.flatnonzero(gated.any(axis=(1, 2)))
+    assert z_kept.tolist() == list(range(5, 11))  # the 35%-bright neighbours (z 4, 11) go at 0.4
+    inter = np.logical_and(gated > 0, truth).sum()
+    assert inter / np.logical_or(gated > 0, truth).sum() > 0.9
+    keep_more = largest_component(prob, signal, signal_fraction=0.2)  # 12% bright (z 3, 12) goes, 35% stays
+    assert np.flatnonzero(keep_more.any(axis=(1, 2))).tolist() == list(range(4, 12))
+    assert np.array_equal(largest_component(prob, signal, signal_fraction=0.0), largest_component(prob))
+
+
+def test_signal_gate_is_relative_to_each_object() -> None:
+    labels = np.zeros((1, 10, 30), np.int32)
+    labels[0, 2:8, 2:12] = 1
+    labels[0, 2:8, 16:26] = 2
+    signal = np.full(labels.shape, 10.0, np.float32)
+    signal[labels == 1] = 1000.0
+    signal[labels == 2] = 100.0  # a dim object: gated against its own bright level, not the other's
+    signal[0, 2, 2:12] = 200.0   # a weak edge row of object 1
+    out = signal_gate(labels.copy(), signal, 0.5)
+    assert (out == 2).sum() == (labels == 2).sum()
+    assert (out == 1).sum() == (labels == 1).sum() - 10 and not out[0, 2, 2:12].any()
+    assert np.array_equal(signal_gate(labels.copy(), signal, 0.0), labels)
+
+
+def test_signal_gate_parameter_checks() -> None:
+    truth, raw, prob = blurred_cell()
+    with pytest.raises(ValueError, match="needs the raw signal: pass signal="):
+        largest_component(prob, signal_fraction=0.4)
+    with pytest.raises(ValueError, match=r"signal_fraction=1.5 \(must be in \[0, 1\)\)"):
+        largest_component(prob, signal_map(raw), signal_fraction=1.5)
+    with pytest.raises(ValueError, match="does not read the raw signal"):
+        postprocess("distance_watershed", prob, {}, signal=signal_map(raw))
+    via_dispatch = postprocess("largest_component", prob, {"signal_fraction": 0.4}, signal=signal_map(raw))
+    assert np.array_equal(via_dispatch, largest_component(prob, signal_map(raw), signal_fraction=0.4))
+    with pytest.raises(ValueError, match=r"must be \(Z, Y, X\)"):
+        signal_map(raw[0])
+
+
 def test_hole_opened_by_first_slice_is_filled_per_slice() -> None:
     m = np.zeros((3, 20, 20), bool)
     m[:2, 4:16, 4:16] = True
@@ -350,3 +408,44 @@ def test_dataset_defaults_are_accepted(key: str) -> None:
     kw = {"centers": centers} if cfg.postprocess == "centers_watershed" else {}
     lab = postprocess(cfg.postprocess, prob, cfg.postprocess_defaults, **kw)
     assert lab.dtype == np.uint16 and lab.shape == prob.shape and lab.any()
+
+
+def test_segmenter_passes_the_raw_signal_when_the_folder_gates(tmp_path) -> None:
+    """A model folder with ``signal_fraction`` in thresholds.json gets ``signal`` from ``probabilities`` and
+    gated labels; without it, no signal map is made and the labels are the plain largest component."""
+    from efficientcellseg.infer import build_segmenter
+    from efficientcellseg.weights import create_untrained_model_folder, update_thresholds
+
+    folder = create_untrained_model_folder(tmp_path / "A549-SIM-seg", "A549-SIM", seed=1)
+    truth, raw, prob = blurred_cell((8, 40, 40))
+    raw = raw.astype(np.uint16)
+    plain = build_segmenter("A549-SIM", folder, backend="torch")
+    assert "signal" not in plain.probabilities(raw)
+    update_thresholds(folder, {"signal_fraction": 0.4})
+    gated = build_segmenter("A549-SIM", folder, backend="torch")
+    probs = gated.probabilities(raw)
+    np.testing.assert_array_equal(probs["signal"], signal_map(raw))
+    probs["seg"] = prob  # an untrained network's output is arbitrary: gate a known probability instead
+    assert np.array_equal(gated.labels(probs), largest_component(prob, probs["signal"], prob_threshold=0.6,
+                                                                 signal_fraction=0.4))
+    assert not np.array_equal(gated.labels(probs), plain.labels({"seg": prob}))
+
+
+def test_centers_watershed_gates_each_cell_against_its_own_brightness() -> None:
+    """MDA231: two cells, one 10x dimmer, both with z-blurred copies; the gate trims both to their true slices."""
+    truth, raw, prob = blurred_cell((16, 40, 40))
+    two_truth = np.concatenate([truth, truth], axis=2)
+    two_raw = np.concatenate([raw, 100 + (raw - 100) / 10], axis=2)  # second cell 10x dimmer
+    two_prob = np.concatenate([prob, prob], axis=2)
+    centers = np.zeros_like(two_prob)
+    centers[8, 20, 20] = centers[8, 20, 60] = 1.0
+    params = dict(prob_threshold=0.5, center_threshold=0.5, center_min_distance=5, min_size=10)
+    plain = centers_watershed(two_prob, centers, **params)
+    gated = centers_watershed(two_prob, centers, signal_map(two_raw), signal_fraction=0.4, **params)
+    assert_consecutive_uint16(gated, 2)
+    for lab in (1, 2):
+        assert np.flatnonzero((plain == lab).any(axis=(1, 2))).size == 16
+        assert np.flatnonzero((gated == lab).any(axis=(1, 2))).tolist() == list(range(5, 11))
+    assert np.logical_and(gated > 0, two_truth).sum() / np.logical_or(gated > 0, two_truth).sum() > 0.9
+    with pytest.raises(ValueError, match="centers_watershed with signal_fraction > 0 needs the raw signal"):
+        centers_watershed(two_prob, centers, signal_fraction=0.3, **params)

@@ -277,6 +277,10 @@ class Segmenter:
     def probabilities(self, raw: np.ndarray, all_slices: bool = False) -> dict[str, np.ndarray]:
         """Network outputs (``seg`` and, for MDA231, ``centers``) as (Z, Y, X) float32 in [0, 1].
 
+        When the post-processing gates on the raw signal (``signal_fraction > 0``, or ``all_slices`` for a
+        kind that can), ``signal`` is added: :func:`~efficientcellseg.postprocess.signal_map` of the raw frame
+        (after the input smoothing, when the model asks for it).
+
         The pseudocolored stack of a large frame (more than :data:`PC_FLOAT32_MAX_BYTES` as float32, e.g. a
         13x1745x2440 TRIC frame: 664 MB) is kept as float16 and cast to float32 one batch at a time.
 
@@ -285,6 +289,7 @@ class Segmenter:
         is 0 elsewhere: same labels, fewer forward passes (set ``all_slices`` when the threshold will change,
         e.g. while tuning it).
         """
+        from efficientcellseg.postprocess import SIGNAL_KINDS, signal_map
         from efficientcellseg.pseudocolor import grey_stack, pseudocolor_stack
 
         dtype = np.float16 if 3 * raw.size * 4 > PC_FLOAT32_MAX_BYTES else np.float32
@@ -293,6 +298,13 @@ class Segmenter:
                 raw = denoise_frame(raw, self.denoise)
         with self.timer.stage("pseudocolor"):
             pc = pseudocolor_stack(raw, out_dtype=dtype) if self.pseudocolor else grey_stack(raw, out_dtype=dtype)
+        out = self._network(pc, all_slices)
+        if self.cfg.postprocess in SIGNAL_KINDS and (all_slices or self.params.get("signal_fraction", 0) > 0):
+            with self.timer.stage("signal"):
+                out["signal"] = signal_map(raw)
+        return out
+
+    def _network(self, pc: np.ndarray, all_slices: bool) -> dict[str, np.ndarray]:
         with self.timer.stage("network"):
             if all_slices or self.shared_forward or self.cfg.postprocess != "centers_watershed":
                 return predict_slices(self.runners, pc, self.cfg, self.batch_size, self.device)
@@ -312,7 +324,8 @@ class Segmenter:
         from efficientcellseg.postprocess import postprocess
 
         with self.timer.stage("postprocess"):
-            return postprocess(self.cfg.postprocess, probs["seg"], self.params, centers=probs.get("centers"))
+            return postprocess(self.cfg.postprocess, probs["seg"], self.params, centers=probs.get("centers"),
+                               signal=probs.get("signal"))
 
     def segment(self, raw: np.ndarray) -> np.ndarray:
         """uint16 labels (Z, Y, X) for one raw frame."""

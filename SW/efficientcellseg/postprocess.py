@@ -3,7 +3,8 @@
 * :func:`centers_watershed` (MDA231): seeds from a cell-centre heatmap, 3D marker-controlled watershed.
 * :func:`distance_watershed` (TRIC): seeds from the 3D distance transform, so one nucleus keeps one label
   through all its slices.
-* :func:`largest_component` (A549-SIM): the largest 3D connected component, holes filled.
+* :func:`largest_component` (A549-SIM): the largest 3D connected component, holes filled; optionally
+  trimmed where the raw signal is weak (:func:`signal_gate`).
 
 Shared conventions: foreground = ``prob > prob_threshold``; connected components and watershed use face
 connectivity (6-neighbourhood in 3D); the watersheds run on each foreground component's bounding box
@@ -291,10 +292,62 @@ def _finite(v: Any) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(v)
 
 
+# ---------------------------------------------------------------------------------------------- raw signal
+SIGNAL_SIGMA = 2.0
+"""In-plane Gaussian (pixels) of the raw frame that :func:`signal_gate` compares (noise does not decide)."""
+
+
+def signal_map(raw: np.ndarray) -> np.ndarray:
+    """The raw (Z, Y, X) frame smoothed in-plane with a Gaussian of :data:`SIGNAL_SIGMA` pixels, as float32."""
+    raw = np.asarray(raw)
+    if raw.ndim != 3:
+        raise ValueError(f"raw frame must be (Z, Y, X), got shape {raw.shape}")
+    out = np.empty(raw.shape, np.float32)
+    for z, sl in enumerate(raw):
+        out[z] = ndi.gaussian_filter(sl.astype(np.float32), SIGNAL_SIGMA, mode="nearest")
+    return out
+
+
+def signal_gate(labels: np.ndarray, signal: np.ndarray, fraction: float) -> np.ndarray:
+    """Drop each object's voxels whose raw signal is weak for that object, in place; returns ``labels``.
+
+    Per object, the bright level ``top`` is the 90th percentile of ``signal`` inside it and the background
+    ``bg`` the median of ``signal`` outside every object; voxels with ``signal <= bg + fraction * (top - bg)``
+    are removed. Why: each slice is min-max normalised before the network (pseudocoloring), so the network
+    cannot tell a sharp cell slice from the dim, blurred copy of the cell that z-blur puts into the slices
+    above and below it, and draws the cell several slices too tall. The raw signal still knows the
+    difference (docs/generalization.md). ``fraction <= 0`` changes nothing.
+    """
+    if labels.shape != signal.shape:
+        raise ValueError(f"labels {labels.shape} and signal {signal.shape} must have one shape")
+    fg = labels > 0
+    if not fraction > 0 or not fg.any():
+        return labels
+    bg = float(np.median(signal[~fg])) if not fg.all() else float(signal.min())
+    for i, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        obj = labels[sl] == i
+        s = signal[sl]
+        top = float(np.percentile(s[obj], 90))
+        labels[sl][obj & (s <= bg + fraction * (top - bg))] = 0
+    return labels
+
+
+def _fraction_check(fraction: Any) -> tuple[Any, bool, str]:
+    return fraction, _finite(fraction) and 0 <= fraction < 1, "must be in [0, 1)"
+
+
+def _need_signal(kind: str, signal: np.ndarray | None, fraction: float) -> None:
+    if fraction > 0 and signal is None:
+        raise ValueError(f"{kind} with signal_fraction > 0 needs the raw signal: pass signal=")
+
+
 # ---------------------------------------------------------------------------------------------- methods
 def centers_watershed(
     prob: np.ndarray,
     centers: np.ndarray,
+    signal: np.ndarray | None = None,
     *,
     prob_threshold: float = 0.5,
     center_threshold: float = 0.3,
@@ -302,6 +355,7 @@ def centers_watershed(
     z_scale: float = 4.8,
     end_threshold: float = 0.0,
     end_fraction: float = 0.8,
+    signal_fraction: float = 0.0,
     min_size: int = 300,
     fill_holes: bool = True,
 ) -> np.ndarray:
@@ -311,15 +365,16 @@ def centers_watershed(
     ``center_min_distance`` apart in xy pixels (z distances multiplied by ``z_scale``, the z/xy voxel size
     ratio). Watershed on ``-centers`` restricted to the component; a component without a seed keeps one label.
     Then :func:`trim_end_slices` with ``end_threshold`` and ``end_fraction`` (off while ``end_threshold`` is
-    not above ``prob_threshold``, the default).
+    not above ``prob_threshold``, the default), and :func:`signal_gate` with ``signal_fraction`` (off at 0, the
+    default; otherwise ``signal`` from :func:`signal_map` of the raw frame is required).
 
     The two stages are also available separately (:func:`centers_split`, :func:`centers_finish`), so that
     :mod:`efficientcellseg.tune` can try several end-slice settings on one watershed.
     """
     labels = centers_split(prob, centers, prob_threshold=prob_threshold, center_threshold=center_threshold,
                            center_min_distance=center_min_distance, z_scale=z_scale, min_size=min_size)
-    return centers_finish(labels, prob, end_threshold=end_threshold, end_fraction=end_fraction,
-                          min_size=min_size, fill_holes=fill_holes)
+    return centers_finish(labels, prob, signal, end_threshold=end_threshold, end_fraction=end_fraction,
+                          signal_fraction=signal_fraction, min_size=min_size, fill_holes=fill_holes)
 
 
 def centers_split(prob: np.ndarray, centers: np.ndarray, *, prob_threshold: float, center_threshold: float,
@@ -349,17 +404,22 @@ def centers_split(prob: np.ndarray, centers: np.ndarray, *, prob_threshold: floa
     )
 
 
-def centers_finish(labels: np.ndarray, prob: np.ndarray, *, end_threshold: float, end_fraction: float,
-                   min_size: int, fill_holes: bool) -> np.ndarray:
+def centers_finish(labels: np.ndarray, prob: np.ndarray, signal: np.ndarray | None = None, *,
+                   end_threshold: float, end_fraction: float, signal_fraction: float = 0.0, min_size: int,
+                   fill_holes: bool) -> np.ndarray:
     """Second stage of :func:`centers_watershed` on the labels of :func:`centers_split` (changed in place):
-    end slices trimmed, small objects removed, holes filled; uint16 labels 1..n."""
+    end slices trimmed, weak-signal voxels gated, small objects removed, holes filled; uint16 labels 1..n."""
     _check_params(
         end_threshold=(end_threshold, _finite(end_threshold), "must be a finite number"),
         end_fraction=(end_fraction, _finite(end_fraction) and 0 <= end_fraction <= 1, "must be in [0, 1]"),
+        signal_fraction=_fraction_check(signal_fraction),
         min_size=(min_size, _finite(min_size) and min_size >= 0, "must be >= 0"),
     )
+    _need_signal("centers_watershed", signal, signal_fraction)
     trim_end_slices(labels, _check_prob(prob), end_threshold=float(end_threshold),
                     end_fraction=float(end_fraction))
+    if signal_fraction > 0:
+        signal_gate(labels, signal, float(signal_fraction))
     return _finish(labels, int(min_size), bool(fill_holes))
 
 
@@ -438,26 +498,43 @@ def distance_watershed(
     return _finish(labels, int(min_size), bool(fill_holes))
 
 
+def _largest(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """The largest face-connected component of ``mask`` as uint16 0/1, and its size (0 when empty)."""
+    lab, n = ndi.label(mask, structure=_FACE)
+    if n == 0:
+        return np.zeros(mask.shape, np.uint16), 0
+    sizes = _label_sizes(lab, n)
+    best = int(np.argmax(sizes[1:])) + 1
+    return (lab == best).astype(np.uint16), int(sizes[best])
+
+
 def largest_component(
-    prob: np.ndarray, *, prob_threshold: float = 0.5, fill_holes: bool = True, min_size: int = 0
+    prob: np.ndarray,
+    signal: np.ndarray | None = None,
+    *,
+    prob_threshold: float = 0.5,
+    fill_holes: bool = True,
+    min_size: int = 0,
+    signal_fraction: float = 0.0,
 ) -> np.ndarray:
     """A549-SIM (one cell per frame): the largest 3D component of the foreground as label 1, holes filled.
 
-    An empty foreground, or a largest component below ``min_size`` voxels, gives all zeros.
+    With ``signal_fraction > 0`` (``signal`` from :func:`signal_map` of the raw frame required), the component
+    is trimmed by :func:`signal_gate` and its largest remaining component is kept. An empty foreground, or a
+    largest component below ``min_size`` voxels, gives all zeros.
     """
     prob = _check_prob(prob)
     _check_params(
         prob_threshold=(prob_threshold, _finite(prob_threshold), "must be a finite number"),
         min_size=(min_size, _finite(min_size) and min_size >= 0, "must be >= 0"),
+        signal_fraction=_fraction_check(signal_fraction),
     )
-    lab, n = ndi.label(prob > prob_threshold, structure=_FACE)
-    if n == 0:
+    _need_signal("largest_component", signal, signal_fraction)
+    out, size = _largest(prob > prob_threshold)
+    if size and signal_fraction > 0:
+        out, size = _largest(signal_gate(out, signal, signal_fraction) > 0)
+    if size == 0 or size < min_size:
         return np.zeros(prob.shape, np.uint16)
-    sizes = _label_sizes(lab, n)
-    best = int(np.argmax(sizes[1:])) + 1
-    if sizes[best] < min_size:
-        return np.zeros(prob.shape, np.uint16)
-    out = (lab == best).astype(np.uint16)
     if fill_holes:
         fill_holes_per_label(out, in_place=True)
     return out
@@ -512,19 +589,32 @@ def canonical_params(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
     return full
 
 
+SIGNAL_KINDS = frozenset({"centers_watershed", "largest_component"})
+"""Post-processing kinds that can read the raw signal (:func:`signal_map`) besides the probabilities."""
+
+
 def postprocess(
-    kind: str, prob: np.ndarray, params: Mapping[str, Any], centers: np.ndarray | None = None
+    kind: str,
+    prob: np.ndarray,
+    params: Mapping[str, Any],
+    centers: np.ndarray | None = None,
+    signal: np.ndarray | None = None,
 ) -> np.ndarray:
     """Run post-processing ``kind`` with ``params`` (missing names take the function's defaults).
 
     Unknown parameter names raise ValueError naming them and the allowed ones; ``centers`` is required by
-    ``centers_watershed`` and rejected by the other kinds.
+    ``centers_watershed`` and rejected by the other kinds; ``signal`` is passed to the kinds of
+    :data:`SIGNAL_KINDS` and rejected by the others.
     """
     check_parameter_names(kind, params)
+    if signal is not None and kind not in SIGNAL_KINDS:
+        raise ValueError(f"{kind} does not read the raw signal, but signal= was given")
     if kind == "centers_watershed":
         if centers is None:
             raise ValueError("centers_watershed needs the cell-centre heatmap: pass centers=")
-        return centers_watershed(prob, centers, **params)
+        return centers_watershed(prob, centers, signal, **params)
     if centers is not None:
         raise ValueError(f"{kind} does not use a cell-centre heatmap, but centers= was given")
+    if kind in SIGNAL_KINDS:
+        return _METHODS[kind](prob, signal, **params)
     return _METHODS[kind](prob, **params)

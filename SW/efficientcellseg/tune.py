@@ -26,10 +26,11 @@ log = logging.getLogger(__name__)
 DEFAULT_GRIDS: Mapping[str, Mapping[str, Sequence[Any]]] = {
     "centers_watershed": {"prob_threshold": (0.4, 0.5, 0.6, 0.7), "center_threshold": (0.1, 0.2),
                           "center_min_distance": (14, 17, 20), "end_threshold": (0.0, 0.85, 0.9),
-                          "end_fraction": (0.7, 0.8, 0.9)},
+                          "end_fraction": (0.7, 0.8, 0.9), "signal_fraction": (0.0, 0.3)},
     "distance_watershed": {"prob_threshold": (0.4, 0.5, 0.55, 0.6), "min_distance": (2, 3, 4, 6),
                            "z_scale": (1.0, 2.0, 3.0)},
-    "largest_component": {"prob_threshold": (0.3, 0.4, 0.5, 0.6, 0.7)},
+    "largest_component": {"prob_threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
+                          "signal_fraction": (0.0, 0.3, 0.35, 0.4, 0.45)},
 }
 
 
@@ -113,7 +114,7 @@ def tune_postprocess(
     def labels_for(t: int, full: Mapping[str, Any]) -> np.ndarray:
         p = probs[t]
         if kind != "centers_watershed":
-            return postprocess(kind, p["seg"], full, centers=p.get("centers"))
+            return postprocess(kind, p["seg"], full, centers=p.get("centers"), signal=p.get("signal"))
         split = {k: full[k] for k in CENTERS_SPLIT_PARAMS}
         key = repr(sorted(split.items()))
         if key not in watersheds:
@@ -123,7 +124,7 @@ def tune_postprocess(
         if t not in frames_ws:
             frames_ws[t] = centers_split(p["seg"], p["centers"], **split)
         finish = {k: full[k] for k in CENTERS_FINISH_PARAMS}
-        return centers_finish(frames_ws[t].copy(), p["seg"], **finish)
+        return centers_finish(frames_ws[t].copy(), p["seg"], p.get("signal"), **finish)
 
     scores: dict[str, float] = {}
 
