@@ -24,20 +24,15 @@ fit() {  # name dataset-folder minutes [train flags...]
     --ema-decay 0.999 --augment strong --lr 2e-4 --epochs 1000 --patience 1000 --time-limit "$m" --resume "$@" \
     >>"$work/$name.log" 2>&1
 }
-have() { [ -f "$d/$1/$2/t000.tif" ]; }
 
 for ds in $wanted; do
+  randomized_training_data "$d" "$ds"
   case "$ds" in
     A549-SIM)
-      have Fluo-C3DH-A549-SIM 01 || gen "$d" A549-SIM 01 105 15
-      have Fluo-C3DH-A549-SIM 02 || gen "$d" A549-SIM 02 106 15
-      for i in 1 2 3 4 5 6 7 8; do have Fluo-C3DH-A549-SIM "1$i" || gen "$d" A549-SIM "1$i" "101$i" 8 --randomize; done
       fit A549-SIM-seg Fluo-C3DH-A549-SIM 45 --dataset A549-SIM --task seg --init-from "$root/models/A549-SIM-seg" \
         --denoise-target 0.027 --seqs 01 02 11 12 13 14 15 16 17 18 --crop 192 --batch-size 4 --steps-per-epoch 100
       ;;
     MDA231)
-      for s in 1 2 3; do have Fluo-C3DL-MDA231 "0$s" || gen "$d" MDA231 "0$s" "10$s" 24; done
-      for i in 1 2 3 4 5 6 7 8; do have Fluo-C3DL-MDA231 "1$i" || gen "$d" MDA231 "1$i" "105$i" 8 --randomize; done
       # the foreground network only; the shipped centre network is reused with the same smoothing switched on
       # (benchmarks/denoise_variant.py), as both networks of a pair must see the same input
       fit MDA231-seg Fluo-C3DL-MDA231 60 --dataset MDA231 --task seg --init-from "$root/models/MDA231-seg" \
@@ -45,12 +40,6 @@ for ds in $wanted; do
         --steps-per-epoch 60
       ;;
     TRIC)
-      have Fluo-N3DL-TRIC 01 || gen "$d" TRIC 01 103 8 --small
-      have Fluo-N3DL-TRIC 02 || gen "$d" TRIC 02 104 8 --small
-      for i in 1 2 3 4 5 6; do
-        have Fluo-N3DL-TRIC "1$i" || "$py" -m efficientcellseg synth -q --out "$d" --profile TRIC --seq "1$i" \
-          --seed "103$i" --frames 4 --small --randomize
-      done
       fit TRIC-seg Fluo-N3DL-TRIC 85 --dataset TRIC --task seg --init-from "$root/models/TRIC-seg" \
         --denoise-target 0.032 --seqs 01 02 11 12 13 14 15 16 --crop 128 --batch-size 4 --steps-per-epoch 60
       ;;

@@ -16,14 +16,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/shipped_common.sh"
 d="$root/runs/rnd_train"
 work="${RANDOMIZED_WORK:-$root/runs/rnd}"
 mkdir -p "$d" "$work"
-gen "$d" A549-SIM 01 105 15; gen "$d" A549-SIM 02 106 15
-for i in 1 2 3 4 5 6 7 8; do gen "$d" A549-SIM "1$i" "101$i" 8 --randomize; done
-gen "$d" TRIC 01 103 8 --small; gen "$d" TRIC 02 104 8 --small
-for i in 1 2 3 4 5 6; do
-  "$py" -m efficientcellseg synth -q --out "$d" --profile TRIC --seq "1$i" --seed "103$i" --frames 4 --small --randomize
-done
-gen "$d" MDA231 01 101 24; gen "$d" MDA231 02 102 24; gen "$d" MDA231 03 103 24
-for i in 1 2 3 4 5 6 7 8; do gen "$d" MDA231 "1$i" "105$i" 8 --randomize; done
+for ds in A549-SIM TRIC MDA231; do randomized_training_data "$d" "$ds"; done
 
 fit() {  # name dataset-folder minutes [train flags...]
   local name="$1" ds="$2" m; m="$(mins "$3")"; shift 3
