@@ -13,7 +13,6 @@ diagnosis number of docs/generalization.md::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import sys
@@ -32,6 +31,7 @@ from efficientcellseg.ctc_io import read_frame, read_tiff  # noqa: E402
 from efficientcellseg.datasets import get_dataset  # noqa: E402
 from efficientcellseg.denoise import DenoiseSettings, adaptive_sigma  # noqa: E402
 from efficientcellseg.infer import build_segmenter  # noqa: E402
+from figure_cli import figure_rows, pyplot, save_figure  # noqa: E402
 
 log = logging.getLogger("efficientcellseg.benchmarks.denoise_figure")
 
@@ -81,18 +81,8 @@ def probe(dataset: str, seq: Path, models: Path) -> dict[str, object]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", type=Path, default=ROOT / "models", help="model set (folders DATASET-seg ...)")
-    ap.add_argument("--seq", action="append", required=True, metavar="DATASET:PATH")
-    ap.add_argument("--out", type=Path, required=True, help="PNG to write")
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [probe(s.split(":", 1)[0], Path(s.split(":", 1)[1]), a.models) for s in a.seq]
+    a, rows = figure_rows(__doc__, probe, argv)
+    plt = pyplot()
     print("| dataset | frame | sigma (px) | mean p inside cells: off -> on | outside: off -> on |")
     print("|---|---|---|---|---|")
     fig, axes = plt.subplots(len(rows), 3, figsize=(10, 3.4 * len(rows)), squeeze=False)
@@ -109,10 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ax[2].set_title(f"p(cell), smoothed sigma {r['sigma']:.1f}: {r['in_on']:.2f} inside")
         for x in ax:
             x.axis("off")
-    fig.tight_layout()
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(a.out, dpi=80)
-    return 0
+    return save_figure(fig, a.out)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ without the gate (red) and with it (cyan), and the script prints the foreground 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from collections.abc import Sequence
@@ -20,13 +19,15 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "SW") not in sys.path:
-    sys.path.insert(0, str(ROOT / "SW"))
+for _p in (ROOT / "SW", ROOT / "benchmarks"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 from efficientcellseg.ctc_io import read_frame, read_tiff  # noqa: E402
 from efficientcellseg.datasets import get_dataset  # noqa: E402
 from efficientcellseg.infer import build_segmenter  # noqa: E402
 from efficientcellseg.postprocess import postprocess  # noqa: E402
+from figure_cli import figure_rows, pyplot, save_figure  # noqa: E402
 
 log = logging.getLogger("efficientcellseg.benchmarks.gate_figure")
 
@@ -61,18 +62,8 @@ def probe(dataset: str, seq: Path, models: Path) -> dict[str, object]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", type=Path, default=ROOT / "models", help="model set (folders DATASET-seg ...)")
-    ap.add_argument("--seq", action="append", required=True, metavar="DATASET:PATH")
-    ap.add_argument("--out", type=Path, required=True, help="PNG to write")
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [probe(s.split(":", 1)[0], Path(s.split(":", 1)[1]), a.models) for s in a.seq]
+    a, rows = figure_rows(__doc__, probe, argv)
+    plt = pyplot()
     print("| dataset | frame | signal_fraction | foreground IoU without gate | with gate |")
     print("|---|---|---|---|---|")
     fig, axes = plt.subplots(len(rows), 1, figsize=(9, 2.6 * len(rows)), squeeze=False)
@@ -87,10 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      fontsize=8)
         ax.set_ylabel("z (slice)")
         ax.set_xlabel("x (pixel)")
-    fig.tight_layout()
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(a.out, dpi=80)
-    return 0
+    return save_figure(fig, a.out)
 
 
 if __name__ == "__main__":
