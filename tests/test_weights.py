@@ -96,3 +96,16 @@ def test_update_thresholds_refreshes_sums_and_replaces_the_tuned_card_section(tm
     card = (f / CARD).read_text()
     assert card.startswith(intro.rstrip("\n")) and card.count("(tuned)") == 1
     assert "second tuning" in card and "first tuning" not in card and "`min_distance`: 5" in card
+
+
+def test_card_sections_are_replaced_in_place_and_keep_what_follows() -> None:
+    """One mechanism for the rewritable card sections: replacing one keeps the sections after it."""
+    from efficientcellseg.weights import INPUT_HEADING, TUNED_HEADING, _with_card_section
+
+    card = f"# m\n\nintro\n\n{TUNED_HEADING}\n\n- `a`: 1\n\n## Notes\n\nkeep me\n"
+    tuned = _with_card_section(card, TUNED_HEADING, "- `a`: 2\n")
+    assert tuned == f"# m\n\nintro\n\n{TUNED_HEADING}\n\n- `a`: 2\n\n## Notes\n\nkeep me\n"
+    with_input = _with_card_section(tuned, INPUT_HEADING, "smoothing")
+    assert with_input.index(INPUT_HEADING) < with_input.index(TUNED_HEADING) < with_input.index("keep me")
+    assert _with_card_section(with_input, INPUT_HEADING, "smoothing") == with_input  # idempotent
+    assert _with_card_section("# m\n", TUNED_HEADING, "x") == f"# m\n\n{TUNED_HEADING}\n\nx\n"

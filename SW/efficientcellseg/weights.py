@@ -176,11 +176,8 @@ def update_thresholds(folder: str | os.PathLike, new: dict[str, Any], note: str 
     _write_sums(folder)
     card = folder / CARD
     if card.is_file():
-        text = card.read_text().split(TUNED_HEADING)[0].rstrip("\n") + "\n\n" + TUNED_HEADING + "\n\n"
-        text += "".join(f"- `{k}`: {v}\n" for k, v in sorted(new.items()))
-        if note:
-            text += f"\n{note}\n"
-        _write_atomic(card, text.encode())
+        body = "".join(f"- `{k}`: {v}\n" for k, v in sorted(new.items())) + (f"\n{note}\n" if note else "")
+        _write_atomic(card, _with_card_section(card.read_text(), TUNED_HEADING, body).encode())
     return folder
 
 
@@ -207,14 +204,20 @@ def update_config(folder: str | os.PathLike, changes: dict[str, Any], note: str 
 
 
 def _with_card_section(text: str, heading: str, body: str) -> str:
-    """``text`` with the section under ``heading`` set to ``body`` (before the tuned section, if any)."""
-    head, sep, tuned = text.partition(TUNED_HEADING)
-    if heading in head:
-        before, _, after = head.partition(heading)
+    """``text`` with the section under ``heading`` (up to the next ``## `` heading) set to ``body``.
+
+    One mechanism for every card section that tools rewrite: the tuned post-processing section
+    (:func:`update_thresholds`) and the input settings (:func:`update_config`). A new section goes last when
+    it is the tuned one, otherwise just before the tuned one (or last when there is none)."""
+    section = f"{heading}\n\n{body.strip()}\n"
+    if heading in text:
+        before, _, after = text.partition(heading)
         rest = after.split("\n## ", 1)
-        head = before + ("## " + rest[1] if len(rest) == 2 else "")
-    section = f"{heading}\n\n{body.strip()}\n\n"
-    return head.rstrip("\n") + "\n\n" + section + (sep + tuned if sep else "")
+        return before + section + ("\n## " + rest[1] if len(rest) == 2 else "")
+    if heading != TUNED_HEADING and TUNED_HEADING in text:
+        before, _, after = text.partition(TUNED_HEADING)
+        return before.rstrip("\n") + "\n\n" + section + "\n" + TUNED_HEADING + after
+    return text.rstrip("\n") + "\n\n" + section
 
 
 def load_model_folder(folder: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
