@@ -30,40 +30,18 @@ from denoise_variant import TRAINING_RATIOS  # noqa: E402
 from efficientcellseg.ctc_io import read_frame, read_tiff  # noqa: E402
 from efficientcellseg.datasets import get_dataset  # noqa: E402
 from efficientcellseg.denoise import DenoiseSettings, adaptive_sigma  # noqa: E402
-from efficientcellseg.infer import build_segmenter  # noqa: E402
-from figure_cli import figure_rows, pyplot, save_figure  # noqa: E402
+from figure_cli import figure_rows, first_truth, model_set_segmenter, pyplot, save_figure  # noqa: E402
 
 log = logging.getLogger("efficientcellseg.benchmarks.denoise_figure")
-
-
-def _first_truth(seq: Path) -> tuple[Path, Path, int | None]:
-    """(raw frame, truth file, slice) of the first annotated frame in ``SEQ_GT/SEG``.
-
-    A full-volume ``man_segTTT.tif`` is preferred (slice None: the slice with the most cell pixels is shown);
-    otherwise the first slice annotation ``man_seg_TTT_ZZZ.tif``.
-    """
-    gt_dir = seq.parent / f"{seq.name}_GT" / "SEG"
-    files = sorted(gt_dir.glob("man_seg*.tif"))
-    for gt in files:
-        digits = gt.stem[len("man_seg"):]
-        if digits.isdigit():
-            return seq / f"t{digits}.tif", gt, None
-    for gt in files:
-        parts = gt.stem.split("_")
-        if len(parts) == 4 and parts[2].isdigit() and parts[3].isdigit():
-            return seq / f"t{parts[2]}.tif", gt, int(parts[3])
-    raise FileNotFoundError(f"{gt_dir}: no man_segTTT.tif or man_seg_TTT_ZZZ.tif")
 
 
 def probe(dataset: str, seq: Path, models: Path) -> dict[str, object]:
     """One raw slice, its truth, and the probability without and with smoothing, plus summary numbers."""
     cfg = get_dataset(dataset)
-    raw_path, gt_path, z_gt = _first_truth(seq)
+    raw_path, gt_path, z_gt = first_truth(seq)
     raw = read_frame(raw_path, max_z=cfg.max_z)
     gt = read_tiff(gt_path) > 0
-    centers = models / cfg.models["centers"] if "centers" in cfg.models else None
-    seg = build_segmenter(cfg.key, models / cfg.models["seg"], centers if centers and centers.is_dir() else None,
-                          backend="onnx", device="cpu")
+    seg = model_set_segmenter(cfg, models)
     settings = seg.denoise or DenoiseSettings(TRAINING_RATIOS[cfg.key])
     off = dataclasses.replace(seg, denoise=None).probabilities(raw)["seg"]
     on = dataclasses.replace(seg, denoise=settings).probabilities(raw)["seg"]

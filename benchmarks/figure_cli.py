@@ -1,5 +1,6 @@
-"""Shared command line of the diagnosis figures (denoise_figure.py, gate_figure.py): a model set, one or more
-``--seq DATASET:PATH`` labelled sequences and a PNG to write."""
+"""Shared pieces of the diagnosis figures (denoise_figure.py, gate_figure.py): the command line (a model set,
+one or more ``--seq DATASET:PATH`` labelled sequences and a PNG to write), the first annotated frame of a
+sequence, the model set's segmenter, and writing the PNG."""
 
 from __future__ import annotations
 
@@ -10,6 +11,29 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def first_truth(seq: Path) -> tuple[Path, Path, int | None]:
+    """(raw frame, truth file, slice) of the first annotated frame of ``seq`` (truth in ``SEQ_GT/SEG``).
+
+    A full-volume ``man_segTTT.tif`` is preferred (slice None); otherwise the first slice annotation
+    ``man_seg_TTT_ZZZ.tif``. The folder is read by the scorer's own :func:`evaluation.ctc_seg.list_gt_files`.
+    """
+    from evaluation.ctc_seg import list_gt_files
+
+    gts = list_gt_files(seq.parent / f"{seq.name}_GT" / "SEG")  # sorted by (t, z), full frames first
+    gt = next((g for g in gts if g.z is None), gts[0])
+    return seq / f"t{gt.digits}.tif", gt.path, gt.z
+
+
+def model_set_segmenter(cfg: Any, models: Path) -> Any:
+    """The CPU (ONNX Runtime) segmenter of dataset ``cfg`` from the model set ``models`` (its centre folder
+    when the dataset has one and the set holds it)."""
+    from efficientcellseg.infer import build_segmenter
+
+    centers = models / cfg.models["centers"] if "centers" in cfg.models else None
+    return build_segmenter(cfg.key, models / cfg.models["seg"], centers if centers and centers.is_dir() else None,
+                           backend="onnx", device="cpu")
 
 
 def figure_rows(doc: str, probe: Callable[[str, Path, Path], dict[str, Any]],

@@ -25,9 +25,8 @@ for _p in (ROOT / "SW", ROOT / "benchmarks"):
 
 from efficientcellseg.ctc_io import read_frame, read_tiff  # noqa: E402
 from efficientcellseg.datasets import get_dataset  # noqa: E402
-from efficientcellseg.infer import build_segmenter  # noqa: E402
 from efficientcellseg.postprocess import postprocess  # noqa: E402
-from figure_cli import figure_rows, pyplot, save_figure  # noqa: E402
+from figure_cli import figure_rows, first_truth, model_set_segmenter, pyplot, save_figure  # noqa: E402
 
 log = logging.getLogger("efficientcellseg.benchmarks.gate_figure")
 
@@ -39,15 +38,12 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 def probe(dataset: str, seq: Path, models: Path) -> dict[str, object]:
     """Raw frame, truth and the masks without / with the gate for the first full-volume truth of ``seq``."""
     cfg = get_dataset(dataset)
-    gts = sorted(p for p in (seq.parent / f"{seq.name}_GT" / "SEG").glob("man_seg*.tif")
-                 if p.stem[len("man_seg"):].isdigit())
-    if not gts:
+    raw_path, gt_path, z_gt = first_truth(seq)
+    if z_gt is not None:
         raise FileNotFoundError(f"{seq}_GT/SEG: no full-volume truth man_segTTT.tif")
-    t = gts[0].stem[len("man_seg"):]
-    raw = read_frame(seq / f"t{t}.tif", max_z=cfg.max_z)
-    truth = read_tiff(gts[0]) > 0
-    centers = models / cfg.models["centers"] if "centers" in cfg.models else None
-    seg = build_segmenter(cfg.key, models / cfg.models["seg"], centers, backend="onnx", device="cpu")
+    raw = read_frame(raw_path, max_z=cfg.max_z)
+    truth = read_tiff(gt_path) > 0
+    seg = model_set_segmenter(cfg, models)
     fraction = float(seg.params.get("signal_fraction", 0.0))
     if not fraction > 0:
         raise SystemExit(f"{models / cfg.models['seg']}: no signal_fraction in thresholds.json; nothing to show")
@@ -56,9 +52,9 @@ def probe(dataset: str, seq: Path, models: Path) -> dict[str, object]:
     off = postprocess(cfg.postprocess, probs["seg"], {**seg.params, "signal_fraction": 0.0}, **extra) > 0
     on = postprocess(cfg.postprocess, probs["seg"], seg.params, signal=probs["signal"], **extra) > 0
     y = int(np.argmax(truth.sum(axis=(0, 2))))
-    return {"dataset": cfg.key, "frame": f"{seq.parent.parent.name}/{seq.name}/t{t}", "y": y, "fraction": fraction, "raw": raw[:, y],
-            "truth": truth[:, y], "off": off[:, y], "on": on[:, y], "iou_off": _iou(off, truth),
-            "iou_on": _iou(on, truth)}
+    return {"dataset": cfg.key, "frame": f"{seq.parent.parent.name}/{seq.name}/{raw_path.stem}", "y": y,
+            "fraction": fraction, "raw": raw[:, y], "truth": truth[:, y], "off": off[:, y], "on": on[:, y],
+            "iou_off": _iou(off, truth), "iou_on": _iou(on, truth)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
