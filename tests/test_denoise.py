@@ -9,7 +9,7 @@ import torch
 
 from efficientcellseg.datasets import get_dataset
 from efficientcellseg.denoise import (DenoiseSettings, adaptive_sigma, denoise_frame, noise_ratio, noise_std,
-                                      smooth_stack)
+                                      smooth_stack, subtract_background)
 from efficientcellseg.errors import ModelError
 from efficientcellseg.infer import build_segmenter, network_inputs, predict_slices
 from efficientcellseg.pseudocolor import pseudocolor_stack
@@ -56,6 +56,56 @@ def test_settings_round_trip_and_reject_bad_values() -> None:
     assert DenoiseSettings.from_config({}) is None
     with pytest.raises(ValueError, match="target_ratio"):
         DenoiseSettings(0.0)
+    flat = DenoiseSettings(0.03, 3.0, background_sigma=25.0)
+    assert flat.to_config()["background_sigma"] == 25.0 and "background_sigma" not in s.to_config()
+    assert DenoiseSettings.from_config({"denoise": flat.to_config()}) == flat and flat.key() != s.key()
+    with pytest.raises(ValueError, match="background_sigma"):
+        DenoiseSettings(0.03, background_sigma=-1.0)
+
+
+def _hazy_nuclei(seed: int = 0) -> np.ndarray:
+    """uint8 frame: a bright haze (a wide Gaussian hump up to 200) with small nuclei 20 grey levels above it."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:128, :160]
+    haze = 40.0 + 160.0 * np.exp(-((yy - 64) ** 2 + (xx - 80) ** 2) / (2 * 45.0 ** 2))
+    nuclei = np.zeros_like(haze)
+    for cy, cx in ((30, 30), (64, 80), (100, 130), (40, 120)):
+        nuclei[(yy - cy) ** 2 + (xx - cx) ** 2 < 16] = 20.0
+    frame = haze[None] + nuclei[None] + rng.normal(0, 1.0, (3, 128, 160))
+    return np.clip(np.rint(frame), 0, 255).astype(np.uint8)
+
+
+def test_background_removal_flattens_haze_keeps_dtype_and_uses_the_range() -> None:
+    """Nuclei on a haze that spans most of the uint8 range: in the raw frame a nucleus at the rim is darker than
+    the background at the centre; after removal one global level separates every nucleus from the background.
+    The dtype is kept and the largest value is the frame's maximum."""
+    frame = _hazy_nuclei()
+    before = frame.copy()
+    flat = subtract_background(frame, 12.0)
+    np.testing.assert_array_equal(frame, before)
+    assert flat.dtype == np.uint8 and flat.shape == frame.shape and flat.max() == frame.max()
+    def centre_bg_and_rim_nucleus(a: np.ndarray) -> tuple[float, float]:
+        return float(np.median(a[:, 56:72, 56:64])), float(a[:, 30, 30].min())
+
+    bg, nucleus = centre_bg_and_rim_nucleus(frame)
+    assert nucleus < bg  # raw: no global threshold can work
+    bg, nucleus = centre_bg_and_rim_nucleus(flat)
+    assert nucleus > 2 * bg and flat[:, 64, 80].min() > 2 * bg
+    assert subtract_background(frame.astype(np.float64), 12.0).dtype == np.float32
+    np.testing.assert_array_equal(subtract_background(frame, 0.0), frame)
+
+
+def test_denoise_frame_removes_the_background_before_measuring_noise() -> None:
+    frame = _hazy_nuclei()
+    s = DenoiseSettings(0.5, background_sigma=12.0)  # a target so high that nothing is smoothed
+    np.testing.assert_array_equal(denoise_frame(frame, s), subtract_background(frame, 12.0))
+    # the calibration inputs are made from the same flattened frame as inference's
+    cfg = get_dataset("TRIC")
+    got = list(network_inputs(frame, cfg, n=3, denoise=s))
+    want = list(network_inputs(subtract_background(frame, 12.0), cfg, n=3))
+    assert len(got) == 3
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
 
 
 def _folder_with_denoise(tmp_path, target: float | None):

@@ -12,6 +12,11 @@ about that of the training data; frames that are already as clean as the trainin
   Gaussian of width ``sigma`` divides white-noise standard deviation by ``2 * sqrt(pi) * sigma``; capped at
   ``max_sigma``; 0 when the ratio is already at or below the target.
 
+Optionally (``background_sigma`` > 0) a smooth background is removed first: every slice minus its in-plane
+Gaussian of ``background_sigma`` pixels, clipped at 0 and rescaled to the frame's own maximum in its own dtype.
+This is for nuclei on a bright, hazy tissue background (TRIC), where smoothing alone also blurs away the nuclei's
+small contrast; the noise is then measured on the flattened frame.
+
 The setting lives in the model folder's ``config.json`` (key ``denoise``), so training and inference of one
 model always agree; a model folder without the key is run exactly as in the paper.
 """
@@ -35,16 +40,20 @@ RANGE_SIGMA = 2.0
 
 @dataclass(frozen=True)
 class DenoiseSettings:
-    """Noise-adaptive smoothing: aim for ``noise / range <= target_ratio`` with a Gaussian of at most ``max_sigma``."""
+    """Noise-adaptive smoothing: aim for ``noise / range <= target_ratio`` with a Gaussian of at most ``max_sigma``,
+    after removing an in-plane background of ``background_sigma`` pixels (0: no background removal)."""
 
     target_ratio: float
     max_sigma: float = 3.0
+    background_sigma: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.target_ratio > 0:
             raise ValueError(f"denoise target_ratio must be > 0, got {self.target_ratio}")
         if not self.max_sigma >= 0:
             raise ValueError(f"denoise max_sigma must be >= 0, got {self.max_sigma}")
+        if not self.background_sigma >= 0:
+            raise ValueError(f"denoise background_sigma must be >= 0, got {self.background_sigma}")
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> DenoiseSettings | None:
@@ -52,11 +61,19 @@ class DenoiseSettings:
         d = config.get("denoise")
         if not d:
             return None
-        return cls(float(d["target_ratio"]), float(d.get("max_sigma", 3.0)))
+        return cls(float(d["target_ratio"]), float(d.get("max_sigma", 3.0)), float(d.get("background_sigma", 0.0)))
 
     def to_config(self) -> dict[str, float]:
-        """The JSON form stored under ``denoise`` in ``config.json``."""
-        return {"target_ratio": self.target_ratio, "max_sigma": self.max_sigma}
+        """The JSON form stored under ``denoise`` in ``config.json`` (``background_sigma`` only when used)."""
+        out = {"target_ratio": self.target_ratio, "max_sigma": self.max_sigma}
+        if self.background_sigma > 0:
+            out["background_sigma"] = self.background_sigma
+        return out
+
+    def key(self) -> str:
+        """A short text that identifies the setting (for caches keyed by the network input)."""
+        return (f"denoise={self.target_ratio},{self.max_sigma}"
+                + (f",bg={self.background_sigma}" if self.background_sigma > 0 else ""))
 
 
 def noise_std(stack: np.ndarray) -> float:
@@ -72,16 +89,54 @@ def smooth_stack(stack: np.ndarray, sigma: float) -> np.ndarray:
     """In-plane Gaussian of ``sigma`` pixels on every slice (a new array).
 
     Integer frames come back in their own dtype (rounded), so pseudocoloring treats them exactly as raw frames
-    (CLAHE on the integer values); other dtypes come back as float32.
+    (CLAHE on the integer values); other dtypes come back as float32. Done slice by slice, so an integer frame
+    never has a float copy of the whole frame.
     """
     stack = np.asarray(stack)
-    out = stack.astype(np.float32)
-    if sigma > 0:
-        for z in range(out.shape[0]):
-            out[z] = cv2.GaussianBlur(out[z], (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
-    if np.issubdtype(stack.dtype, np.integer):
-        info = np.iinfo(stack.dtype)
-        return np.clip(np.rint(out), info.min, info.max).astype(stack.dtype)
+    integer = np.issubdtype(stack.dtype, np.integer)
+    out = np.empty(stack.shape, stack.dtype if integer else np.float32)
+    for z, sl in enumerate(stack):
+        f = sl.astype(np.float32)
+        if sigma > 0:
+            f = cv2.GaussianBlur(f, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+        if integer:
+            info = np.iinfo(stack.dtype)
+            out[z] = np.clip(np.rint(f), info.min, info.max)
+        else:
+            out[z] = f
+    return out
+
+
+def _flat_slice(sl: np.ndarray, sigma: float) -> np.ndarray:
+    """One slice minus its in-plane Gaussian of ``sigma`` pixels, clipped at 0 (float32)."""
+    f = sl.astype(np.float32)
+    bg = cv2.GaussianBlur(f, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+    np.subtract(f, bg, out=f)
+    return np.maximum(f, 0.0, out=f)
+
+
+def subtract_background(stack: np.ndarray, sigma: float) -> np.ndarray:
+    """Every slice minus its in-plane Gaussian of ``sigma`` pixels, clipped at 0 (a new array).
+
+    Integer frames come back in their own dtype, rescaled so the frame's largest flattened value becomes the
+    raw frame's maximum (a uint8 frame whose haze covers most of its range keeps all its grey levels for the
+    cells); other dtypes come back as float32, not rescaled. ``sigma`` 0 returns an unchanged copy. Integer
+    frames are done slice by slice in two passes (the maximum, then the rescaled slices), so no float copy of
+    the whole frame is held (216 MB for a full-size TRIC frame).
+    """
+    stack = np.asarray(stack)
+    if sigma <= 0:
+        return stack.copy()
+    if not np.issubdtype(stack.dtype, np.integer):
+        return np.stack([_flat_slice(sl, sigma) for sl in stack]) if len(stack) else stack.astype(np.float32)
+    top = max((float(_flat_slice(sl, sigma).max()) for sl in stack), default=0.0)
+    scale = float(stack.max()) / top if top > 0 else 1.0
+    out = np.empty_like(stack)
+    hi = np.iinfo(stack.dtype).max
+    for z, sl in enumerate(stack):
+        f = _flat_slice(sl, sigma)
+        f *= scale
+        out[z] = np.clip(np.rint(f), 0, hi)
     return out
 
 
@@ -99,7 +154,9 @@ def noise_ratio(stack: np.ndarray) -> float:
 
 
 def adaptive_sigma(stack: np.ndarray, settings: DenoiseSettings) -> float:
-    """The in-plane Gaussian sigma that brings the stack's noise ratio to ``settings.target_ratio`` (capped)."""
+    """The in-plane Gaussian sigma that brings the stack's noise ratio to ``settings.target_ratio`` (capped).
+
+    ``stack`` is the frame after any background removal (see :func:`denoise_frame`)."""
     ratio = noise_ratio(stack)
     if ratio <= settings.target_ratio:
         return 0.0
@@ -108,9 +165,12 @@ def adaptive_sigma(stack: np.ndarray, settings: DenoiseSettings) -> float:
 
 
 def denoise_frame(stack: np.ndarray, settings: DenoiseSettings | None) -> np.ndarray:
-    """The frame as the network should see it: smoothed by :func:`adaptive_sigma`, or unchanged when off."""
+    """The frame as the network should see it: background removed (when set), then smoothed by
+    :func:`adaptive_sigma`; unchanged when off."""
     if settings is None:
         return stack
+    if settings.background_sigma > 0:
+        stack = subtract_background(stack, settings.background_sigma)
     sigma = adaptive_sigma(stack, settings)
     log.debug("noise-adaptive smoothing: sigma %.2f px", sigma)
     return smooth_stack(stack, sigma) if sigma > 0 else stack

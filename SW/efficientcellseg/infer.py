@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from efficientcellseg.ctc_io import Frame, check_output_dir, list_frames, read_frame, write_mask
 from efficientcellseg.datasets import DatasetConfig, get_dataset
-from efficientcellseg.denoise import DenoiseSettings, adaptive_sigma, denoise_frame, smooth_stack
+from efficientcellseg.denoise import DenoiseSettings, adaptive_sigma, denoise_frame, smooth_stack, subtract_background
 from efficientcellseg.errors import ModelError
 from efficientcellseg.log import StageTimer, progress
 from efficientcellseg.preprocess import network_shape, resize_to_network
@@ -611,6 +611,8 @@ def network_inputs(raw: np.ndarray, cfg: DatasetConfig, pseudocolor: bool = True
     if raw.dtype not in (np.uint8, np.uint16):
         raise ModelError(f"calibration frames must be uint8 or uint16, got {raw.dtype}")
     dtype = np.float16 if 3 * raw.size * 4 > PC_FLOAT32_MAX_BYTES else np.float32
+    if denoise is not None and denoise.background_sigma > 0:
+        raw = subtract_background(raw, denoise.background_sigma)  # whole frame: its rescaling is per frame
     sigma = adaptive_sigma(raw, denoise) if denoise is not None else 0.0
     z, ny, nx = raw.shape
     per_slice = 1
@@ -651,7 +653,7 @@ def int8_calibration(frames: Sequence[Path], cfg: DatasetConfig, pseudocolor: bo
     digests = [file_sha256(p) for p in paths]
     key = "|".join(digests + [cfg.key, str(cfg.input_size), str(cfg.tile_size), str(cfg.tile_overlap),
                               f"pc={pseudocolor}", f"n={n_inputs}"]
-                   + ([f"denoise={denoise.target_ratio},{denoise.max_sigma}"] if denoise is not None else []))
+                   + ([denoise.key()] if denoise is not None else []))
 
     def inputs() -> Iterator[np.ndarray]:
         for p in paths:
