@@ -85,6 +85,11 @@ def noise_std(stack: np.ndarray) -> float:
     return float(np.median(vals)) if vals else 0.0
 
 
+def _gaussian(f: np.ndarray, sigma: float) -> np.ndarray:
+    """In-plane Gaussian of ``sigma`` pixels of one float32 slice (reflecting borders)."""
+    return cv2.GaussianBlur(f, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+
+
 def smooth_stack(stack: np.ndarray, sigma: float) -> np.ndarray:
     """In-plane Gaussian of ``sigma`` pixels on every slice (a new array).
 
@@ -95,23 +100,19 @@ def smooth_stack(stack: np.ndarray, sigma: float) -> np.ndarray:
     stack = np.asarray(stack)
     integer = np.issubdtype(stack.dtype, np.integer)
     out = np.empty(stack.shape, stack.dtype if integer else np.float32)
+    info = np.iinfo(stack.dtype) if integer else None
     for z, sl in enumerate(stack):
         f = sl.astype(np.float32)
         if sigma > 0:
-            f = cv2.GaussianBlur(f, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
-        if integer:
-            info = np.iinfo(stack.dtype)
-            out[z] = np.clip(np.rint(f), info.min, info.max)
-        else:
-            out[z] = f
+            f = _gaussian(f, sigma)
+        out[z] = np.clip(np.rint(f), info.min, info.max) if info is not None else f
     return out
 
 
 def _flat_slice(sl: np.ndarray, sigma: float) -> np.ndarray:
     """One slice minus its in-plane Gaussian of ``sigma`` pixels, clipped at 0 (float32)."""
     f = sl.astype(np.float32)
-    bg = cv2.GaussianBlur(f, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
-    np.subtract(f, bg, out=f)
+    np.subtract(f, _gaussian(f, sigma), out=f)
     return np.maximum(f, 0.0, out=f)
 
 
@@ -128,7 +129,10 @@ def subtract_background(stack: np.ndarray, sigma: float) -> np.ndarray:
     if sigma <= 0:
         return stack.copy()
     if not np.issubdtype(stack.dtype, np.integer):
-        return np.stack([_flat_slice(sl, sigma) for sl in stack]) if len(stack) else stack.astype(np.float32)
+        flat = np.empty(stack.shape, np.float32)
+        for z, sl in enumerate(stack):
+            flat[z] = _flat_slice(sl, sigma)
+        return flat
     top = max((float(_flat_slice(sl, sigma).max()) for sl in stack), default=0.0)
     scale = float(stack.max()) / top if top > 0 else 1.0
     out = np.empty_like(stack)
@@ -164,13 +168,23 @@ def adaptive_sigma(stack: np.ndarray, settings: DenoiseSettings) -> float:
     return float(min(settings.max_sigma, round(sigma, 2)))
 
 
+def denoise_plan(stack: np.ndarray, settings: DenoiseSettings | None) -> tuple[np.ndarray, float]:
+    """The frame after background removal (when set; else ``stack`` itself) and the smoothing sigma for it.
+
+    Smoothing is in-plane, so any window of whole slices of that frame smoothed by the sigma is the same window
+    of :func:`denoise_frame`'s result (int8 calibration uses this)."""
+    if settings is None:
+        return stack, 0.0
+    if settings.background_sigma > 0:
+        stack = subtract_background(stack, settings.background_sigma)
+    return stack, adaptive_sigma(stack, settings)
+
+
 def denoise_frame(stack: np.ndarray, settings: DenoiseSettings | None) -> np.ndarray:
     """The frame as the network should see it: background removed (when set), then smoothed by
     :func:`adaptive_sigma`; unchanged when off."""
     if settings is None:
         return stack
-    if settings.background_sigma > 0:
-        stack = subtract_background(stack, settings.background_sigma)
-    sigma = adaptive_sigma(stack, settings)
+    stack, sigma = denoise_plan(stack, settings)
     log.debug("noise-adaptive smoothing: sigma %.2f px", sigma)
     return smooth_stack(stack, sigma) if sigma > 0 else stack

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from efficientcellseg.ctc_io import Frame, check_output_dir, list_frames, read_frame, write_mask
 from efficientcellseg.datasets import DatasetConfig, get_dataset
-from efficientcellseg.denoise import DenoiseSettings, adaptive_sigma, denoise_frame, smooth_stack, subtract_background
+from efficientcellseg.denoise import DenoiseSettings, denoise_frame, denoise_plan, smooth_stack
 from efficientcellseg.errors import ModelError
 from efficientcellseg.log import StageTimer, progress
 from efficientcellseg.preprocess import network_shape, resize_to_network
@@ -611,9 +611,7 @@ def network_inputs(raw: np.ndarray, cfg: DatasetConfig, pseudocolor: bool = True
     if raw.dtype not in (np.uint8, np.uint16):
         raise ModelError(f"calibration frames must be uint8 or uint16, got {raw.dtype}")
     dtype = np.float16 if 3 * raw.size * 4 > PC_FLOAT32_MAX_BYTES else np.float32
-    if denoise is not None and denoise.background_sigma > 0:
-        raw = subtract_background(raw, denoise.background_sigma)  # whole frame: its rescaling is per frame
-    sigma = adaptive_sigma(raw, denoise) if denoise is not None else 0.0
+    raw, sigma = denoise_plan(raw, denoise)
     z, ny, nx = raw.shape
     per_slice = 1
     if cfg.tile_size is not None:
