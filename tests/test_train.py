@@ -208,7 +208,7 @@ def test_two_output_seg_centers_model(tric: Path, tmp_path: Path) -> None:
 
 
 def test_denoise_target_smooths_training_inputs_and_travels_with_the_model(tric: Path, tmp_path: Path) -> None:
-    """--denoise-target (and --background-sigma): training sees the smoothed frame, the folder stores the setting,
+    """--denoise-target (and --background-radius): training sees the smoothed frame, the folder stores the setting,
     inference reads it; a background without a target is refused before any data is read."""
     from efficientcellseg.denoise import DenoiseSettings, denoise_frame
     from efficientcellseg.infer import build_segmenter
@@ -221,11 +221,11 @@ def test_denoise_target_smooths_training_inputs_and_travels_with_the_model(tric:
     s = DenoiseSettings(0.01)
     assert torch.equal(_network_images(noisy, ds, True, s), _network_images(denoise_frame(noisy, s), ds, True))
     assert not torch.equal(_network_images(noisy, ds, True, s), _network_images(noisy, ds, True))
-    with pytest.raises(ValueError, match="--background-sigma needs --denoise-target"):
-        train(_cfg(tric, tmp_path / "bad", background_sigma=25.0))
-    out = train(_cfg(tric, tmp_path / "m", denoise_target=0.01, background_sigma=25.0))
+    with pytest.raises(ValueError, match="--background-radius needs --denoise-target"):
+        train(_cfg(tric, tmp_path / "bad", background_radius=12.0))
+    out = train(_cfg(tric, tmp_path / "m", denoise_target=0.01, background_radius=12.0))
     assert json.loads((out / "config.json").read_text())["denoise"] == {"target_ratio": 0.01, "max_sigma": 3.0,
-                                                                        "background_sigma": 25.0}
+                                                                        "background_radius": 12.0}
     card = (out / "MODEL_CARD.md").read_text()
-    assert "Noise-adaptive input smoothing" in card and "in-plane Gaussian of 25.0 px" in card
-    assert build_segmenter("TRIC", out, backend="torch").denoise == DenoiseSettings(0.01, background_sigma=25.0)
+    assert "Noise-adaptive input smoothing" in card and "disk of 12.0 px (a top-hat)" in card
+    assert build_segmenter("TRIC", out, backend="torch").denoise == DenoiseSettings(0.01, background_radius=12.0)

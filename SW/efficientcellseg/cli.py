@@ -116,9 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--denoise-target", type=float, default=None, metavar="RATIO",
                    help="noise-adaptive input smoothing: smooth frames whose noise/range ratio exceeds RATIO "
                         "(stored with the model, used by inference too; default off, the paper's input)")
-    p.add_argument("--background-sigma", type=float, default=0.0, metavar="PX",
-                   help="with --denoise-target: first subtract each slice's in-plane Gaussian of PX pixels "
-                        "(flattens a hazy background; stored with the model; default 0, off)")
+    p.add_argument("--background-radius", type=float, default=0.0, metavar="PX",
+                   help="with --denoise-target: first remove the background under objects narrower than a disk "
+                        "of PX pixels (a top-hat; flattens haze and uneven background; stored with the model; "
+                        "default 0, off)")
     p.add_argument("--time-limit", type=float, default=None, help="stop after this many minutes (checkpointed)")
     p.add_argument("--val-fraction", type=float, default=0.15, help="fraction of samples held out for validation")
     p.add_argument("--patience", type=int, default=10, help="early stopping patience in epochs")
@@ -223,7 +224,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         pseudocolor=not a.grey, decoder_channels=tuple(a.decoder_channels) if a.decoder_channels else None,
         out=a.out, device=a.device, encoder_weights=a.encoder_weights, seed=a.seed, resume=a.resume,
         init_from=a.init_from, ema_decay=a.ema_decay, denoise_target=a.denoise_target,
-        background_sigma=a.background_sigma, time_limit_min=a.time_limit, val_fraction=a.val_fraction,
+        background_radius=a.background_radius, time_limit_min=a.time_limit, val_fraction=a.val_fraction,
         patience=a.patience, threads=a.threads, augment=AUGMENT_PRESETS[a.augment],
     )
     train(cfg)

@@ -12,10 +12,12 @@ about that of the training data; frames that are already as clean as the trainin
   Gaussian of width ``sigma`` divides white-noise standard deviation by ``2 * sqrt(pi) * sigma``; capped at
   ``max_sigma``; 0 when the ratio is already at or below the target.
 
-Optionally (``background_sigma`` > 0) a smooth background is removed first: every slice minus its in-plane
-Gaussian of ``background_sigma`` pixels, clipped at 0 and rescaled to the frame's own maximum in its own dtype.
-This is for nuclei on a bright, hazy tissue background (TRIC), where smoothing alone also blurs away the nuclei's
-small contrast; the noise is then measured on the flattened frame.
+Optionally (``background_radius`` > 0) the background is removed first, as a top-hat: every slice minus its
+grey opening with a disk of ``background_radius`` pixels (what is left under any object narrower than the disk;
+computed on a block-averaged copy of the slice and smoothed, see :func:`background`), clipped at 0 and rescaled
+to the frame's own maximum in its own dtype. This is for small nuclei on a bright, hazy or uneven background
+(TRIC): the opening follows the background between densely packed nuclei, where an in-plane Gaussian mean
+(tried first) also takes the nuclei away. The noise is then measured on the flattened frame.
 
 The setting lives in the model folder's ``config.json`` (key ``denoise``), so training and inference of one
 model always agree; a model folder without the key is run exactly as in the paper.
@@ -41,19 +43,19 @@ RANGE_SIGMA = 2.0
 @dataclass(frozen=True)
 class DenoiseSettings:
     """Noise-adaptive smoothing: aim for ``noise / range <= target_ratio`` with a Gaussian of at most ``max_sigma``,
-    after removing an in-plane background of ``background_sigma`` pixels (0: no background removal)."""
+    after removing the background under objects narrower than ``background_radius`` pixels (0: not removed)."""
 
     target_ratio: float
     max_sigma: float = 3.0
-    background_sigma: float = 0.0
+    background_radius: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.target_ratio > 0:
             raise ValueError(f"denoise target_ratio must be > 0, got {self.target_ratio}")
         if not self.max_sigma >= 0:
             raise ValueError(f"denoise max_sigma must be >= 0, got {self.max_sigma}")
-        if not self.background_sigma >= 0:
-            raise ValueError(f"denoise background_sigma must be >= 0, got {self.background_sigma}")
+        if not self.background_radius >= 0:
+            raise ValueError(f"denoise background_radius must be >= 0, got {self.background_radius}")
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> DenoiseSettings | None:
@@ -61,19 +63,23 @@ class DenoiseSettings:
         d = config.get("denoise")
         if not d:
             return None
-        return cls(float(d["target_ratio"]), float(d.get("max_sigma", 3.0)), float(d.get("background_sigma", 0.0)))
+        unknown = set(d) - {"target_ratio", "max_sigma", "background_radius"}
+        if unknown:
+            raise ValueError(f"unknown denoise key(s) {sorted(unknown)} (known: target_ratio, max_sigma, "
+                             "background_radius)")
+        return cls(float(d["target_ratio"]), float(d.get("max_sigma", 3.0)), float(d.get("background_radius", 0.0)))
 
     def to_config(self) -> dict[str, float]:
-        """The JSON form stored under ``denoise`` in ``config.json`` (``background_sigma`` only when used)."""
+        """The JSON form stored under ``denoise`` in ``config.json`` (``background_radius`` only when used)."""
         out = {"target_ratio": self.target_ratio, "max_sigma": self.max_sigma}
-        if self.background_sigma > 0:
-            out["background_sigma"] = self.background_sigma
+        if self.background_radius > 0:
+            out["background_radius"] = self.background_radius
         return out
 
     def key(self) -> str:
         """A short text that identifies the setting (for caches keyed by the network input)."""
         return (f"denoise={self.target_ratio},{self.max_sigma}"
-                + (f",bg={self.background_sigma}" if self.background_sigma > 0 else ""))
+                + (f",bg_radius={self.background_radius}" if self.background_radius > 0 else ""))
 
 
 def noise_std(stack: np.ndarray) -> float:
@@ -109,36 +115,57 @@ def smooth_stack(stack: np.ndarray, sigma: float) -> np.ndarray:
     return out
 
 
-def _flat_slice(sl: np.ndarray, sigma: float) -> np.ndarray:
-    """One slice minus its in-plane Gaussian of ``sigma`` pixels, clipped at 0 (float32)."""
+BACKGROUND_BLOCK_RADIUS = 4.0
+"""The opening runs on the slice block-averaged so that the disk is about this many pixels in radius (cost)."""
+
+
+def background(sl: np.ndarray, radius: float) -> np.ndarray:
+    """The smooth background of one slice under objects narrower than a disk of ``radius`` px (float32).
+
+    The slice is block-averaged by ``b = max(1, round(radius / 4))`` (which also averages the noise, so the
+    opening is not pulled down to the noise minimum), opened with a disk of ``radius / b`` pixels, smoothed
+    with a Gaussian of half that radius and resized back (bilinear)."""
+    f = np.asarray(sl, dtype=np.float32)
+    h, w = f.shape
+    b = max(1, int(round(radius / BACKGROUND_BLOCK_RADIUS)))
+    small = cv2.resize(f, (max(1, -(-w // b)), max(1, -(-h // b))), interpolation=cv2.INTER_AREA) if b > 1 else f
+    r = max(1, int(round(radius / b)))
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    bg = cv2.morphologyEx(small, cv2.MORPH_OPEN, disk, borderType=cv2.BORDER_REFLECT)
+    bg = _gaussian(bg, r / 2.0)
+    return cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR) if b > 1 else bg
+
+
+def _flat_slice(sl: np.ndarray, radius: float) -> np.ndarray:
+    """One slice minus its :func:`background`, clipped at 0 (float32)."""
     f = sl.astype(np.float32)
-    np.subtract(f, _gaussian(f, sigma), out=f)
+    np.subtract(f, background(f, radius), out=f)
     return np.maximum(f, 0.0, out=f)
 
 
-def subtract_background(stack: np.ndarray, sigma: float) -> np.ndarray:
-    """Every slice minus its in-plane Gaussian of ``sigma`` pixels, clipped at 0 (a new array).
+def subtract_background(stack: np.ndarray, radius: float) -> np.ndarray:
+    """Every slice minus its :func:`background` of ``radius`` pixels, clipped at 0 (a top-hat; a new array).
 
     Integer frames come back in their own dtype, rescaled so the frame's largest flattened value becomes the
     raw frame's maximum (a uint8 frame whose haze covers most of its range keeps all its grey levels for the
-    cells); other dtypes come back as float32, not rescaled. ``sigma`` 0 returns an unchanged copy. Integer
+    cells); other dtypes come back as float32, not rescaled. ``radius`` 0 returns an unchanged copy. Integer
     frames are done slice by slice in two passes (the maximum, then the rescaled slices), so no float copy of
     the whole frame is held (216 MB for a full-size TRIC frame).
     """
     stack = np.asarray(stack)
-    if sigma <= 0:
+    if radius <= 0:
         return stack.copy()
     if not np.issubdtype(stack.dtype, np.integer):
         flat = np.empty(stack.shape, np.float32)
         for z, sl in enumerate(stack):
-            flat[z] = _flat_slice(sl, sigma)
+            flat[z] = _flat_slice(sl, radius)
         return flat
-    top = max((float(_flat_slice(sl, sigma).max()) for sl in stack), default=0.0)
+    top = max((float(_flat_slice(sl, radius).max()) for sl in stack), default=0.0)
     scale = float(stack.max()) / top if top > 0 else 1.0
     out = np.empty_like(stack)
     hi = np.iinfo(stack.dtype).max
     for z, sl in enumerate(stack):
-        f = _flat_slice(sl, sigma)
+        f = _flat_slice(sl, radius)
         f *= scale
         out[z] = np.clip(np.rint(f), 0, hi)
     return out
@@ -175,8 +202,8 @@ def denoise_plan(stack: np.ndarray, settings: DenoiseSettings | None) -> tuple[n
     of :func:`denoise_frame`'s result (int8 calibration uses this)."""
     if settings is None:
         return stack, 0.0
-    if settings.background_sigma > 0:
-        stack = subtract_background(stack, settings.background_sigma)
+    if settings.background_radius > 0:
+        stack = subtract_background(stack, settings.background_radius)
     return stack, adaptive_sigma(stack, settings)
 
 

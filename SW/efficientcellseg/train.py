@@ -96,8 +96,9 @@ class TrainConfig:
     denoise_target: float | None = None
     """Noise-adaptive input smoothing (denoise.py) with this target noise ratio, in training and (through the
     model's config.json) in inference; None: the paper's input."""
-    background_sigma: float = 0.0
-    """With ``denoise_target``: remove an in-plane Gaussian background of this many pixels first (denoise.py)."""
+    background_radius: float = 0.0
+    """With ``denoise_target``: first remove the background under objects narrower than a disk of this radius
+    (pixels; a top-hat, denoise.py)."""
     ema_decay: float = 0.0
     """Exponential moving average of weights and BN statistics per step (e.g. 0.999); validation and the
     saved model use the average, which smooths the epoch-to-epoch noise of small batches. 0 = off."""
@@ -323,11 +324,11 @@ def _pseudocolor(raw: np.ndarray, pseudocolor: bool) -> np.ndarray:
 
 def _denoise_settings(cfg: TrainConfig) -> DenoiseSettings | None:
     if cfg.denoise_target is None:
-        if cfg.background_sigma > 0:
-            raise ValueError("--background-sigma needs --denoise-target (the background is removed before the "
+        if cfg.background_radius > 0:
+            raise ValueError("--background-radius needs --denoise-target (the background is removed before the "
                              "noise-adaptive smoothing)")
         return None
-    return DenoiseSettings(cfg.denoise_target, background_sigma=cfg.background_sigma)
+    return DenoiseSettings(cfg.denoise_target, background_radius=cfg.background_radius)
 
 
 def _network_images(raw: np.ndarray, ds: DatasetConfig, pseudocolor: bool,
@@ -605,9 +606,9 @@ def _model_card(name: str, cfg: TrainConfig, record: dict[str, Any], thresholds:
         f"inference (input size {ds.input_size}), random crops of {record['crop']} px, batch {cfg.batch_size}.",
         *([f"- Noise-adaptive input smoothing (denoise.py): target noise ratio {cfg.denoise_target}, in training "
            "and inference."] if cfg.denoise_target is not None else []),
-        *([f"- Background removal before it (denoise.py): every slice minus its in-plane Gaussian of "
-           f"{cfg.background_sigma} px, clipped at 0, in training and inference."] if cfg.background_sigma > 0
-          else []),
+        *([f"- Background removal before it (denoise.py): every slice minus its grey opening with a disk of "
+           f"{cfg.background_radius} px (a top-hat), clipped at 0, in training and inference."]
+          if cfg.background_radius > 0 else []),
         *randomized,
         aug_line,
         *([f"- Outputs: channel 0 foreground probability, channel 1 cell-centre heatmap (one network; "
