@@ -44,10 +44,12 @@ for ds in $wanted; do
       # TRIC: nuclei on a bright, hazy or uneven background; smoothing alone also blurs away their small
       # contrast, so the background under objects narrower than an 8 px disk is removed first (a top-hat,
       # --background-radius, as the shipped TRIC-seg does at inference). The target 0.026 is the noise ratio
-      # of the fixed-profile training frames after that removal (0.0256; raw 0.031-0.032).
+      # of the fixed-profile training frames after that removal (0.0256; raw 0.031-0.032). The learning rate is
+      # kept constant (--lr-patience 1000): with the Gaussian background on 2026-12-03 the plateau scheduler,
+      # reading mostly randomized (noisy) validation frames, had cut it to 3e-6 by step 3000 of 7141.
       fit TRIC-seg Fluo-N3DL-TRIC 85 --dataset TRIC --task seg --init-from "$root/models/TRIC-seg" \
         --denoise-target 0.026 --background-radius 8 --seqs 01 02 11 12 13 14 15 16 --crop 128 --batch-size 4 \
-        --steps-per-epoch 60
+        --steps-per-epoch 60 --lr-patience 1000
       ;;
     *) echo "train_denoised_models: unknown dataset $ds (MDA231, TRIC or A549-SIM)" >&2; exit 2 ;;
   esac

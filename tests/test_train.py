@@ -229,3 +229,18 @@ def test_denoise_target_smooths_training_inputs_and_travels_with_the_model(tric:
     card = (out / "MODEL_CARD.md").read_text()
     assert "Noise-adaptive input smoothing" in card and "disk of 12.0 px (a top-hat)" in card
     assert build_segmenter("TRIC", out, backend="torch").denoise == DenoiseSettings(0.01, background_radius=12.0)
+
+
+def test_train_command_line_passes_schedule_and_input_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The thin CLI hands --lr-patience, --denoise-target and --background-radius to TrainConfig unchanged."""
+    import efficientcellseg.train as train_mod
+    from efficientcellseg.cli import main
+
+    seen: list[TrainConfig] = []
+    monkeypatch.setattr(train_mod, "train", lambda cfg: seen.append(cfg) or tmp_path)
+    rc = main(["train", "--dataset", "TRIC", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "-q",
+               "--lr-patience", "1000", "--denoise-target", "0.026", "--background-radius", "8"])
+    assert rc == 0 and len(seen) == 1
+    assert (seen[0].lr_patience, seen[0].denoise_target, seen[0].background_radius) == (1000, 0.026, 8.0)
+    main(["train", "--dataset", "TRIC", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "-q"])
+    assert seen[1].lr_patience == 3 and seen[1].background_radius == 0.0  # the defaults

@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=int, default=None,
                    help="train on random crops of this size (pixels at network scale) to save time; default none")
     p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (Adam)")
+    p.add_argument("--lr-patience", type=int, default=3, metavar="EPOCHS",
+                   help="halve the learning rate after this many epochs without a better validation score "
+                        "(default 3; a large value keeps it constant)")
     p.add_argument("--use-st", action="store_true", help="also train on silver truth (_ST/SEG)")
     p.add_argument("--grey", action="store_true", help="grey-stack input instead of Context Aware Pseudocoloring")
     p.add_argument("--decoder-channels", type=int, nargs=4, default=None, metavar="C",
@@ -225,7 +228,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         out=a.out, device=a.device, encoder_weights=a.encoder_weights, seed=a.seed, resume=a.resume,
         init_from=a.init_from, ema_decay=a.ema_decay, denoise_target=a.denoise_target,
         background_radius=a.background_radius, time_limit_min=a.time_limit, val_fraction=a.val_fraction,
-        patience=a.patience, threads=a.threads, augment=AUGMENT_PRESETS[a.augment],
+        patience=a.patience, lr_patience=a.lr_patience, threads=a.threads, augment=AUGMENT_PRESETS[a.augment],
     )
     train(cfg)
     return 0
