@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import cv2
@@ -63,11 +63,11 @@ class DenoiseSettings:
         d = config.get("denoise")
         if not d:
             return None
-        unknown = set(d) - {"target_ratio", "max_sigma", "background_radius"}
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(known))
         if unknown:
-            raise ValueError(f"unknown denoise key(s) {sorted(unknown)} (known: target_ratio, max_sigma, "
-                             "background_radius)")
-        return cls(float(d["target_ratio"]), float(d.get("max_sigma", 3.0)), float(d.get("background_radius", 0.0)))
+            raise ValueError(f"unknown denoise key(s) {unknown} (known: {', '.join(known)})")
+        return cls(**{k: float(v) for k, v in d.items()})
 
     def to_config(self) -> dict[str, float]:
         """The JSON form stored under ``denoise`` in ``config.json`` (``background_radius`` only when used)."""
