@@ -110,3 +110,40 @@ def test_quantised_once_per_calibration_and_reused(tmp_path) -> None:
     run = OnnxRunner(load_model_folder(folder), int8=True, calibration=cal)
     assert run.precision == "int8" and calls == [1] and path.stat().st_mtime_ns == stamp
     assert run(torch.rand(1, 3, 384, 384)).shape == (1, 384, 384)
+
+
+def test_ranges_merged_per_input_equal_onnx_runtimes_own(tmp_path) -> None:
+    """_calibrate_ranges merges the min/max ranges after every input (bounded memory); they equal, bit for bit,
+    those of ONNX Runtime's calibrator collecting every input first, and they are not the last input's alone."""
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import create_calibrator, load_tensors_data
+
+    from efficientcellseg.onnx_backend import _calibrate_ranges
+
+    folder = create_untrained_model_folder(tmp_path / "A549-SIM-seg", "A549-SIM", seed=1)
+    fp32 = export_onnx(load_model_folder(folder))
+    rng = np.random.default_rng(4)
+    xs = [rng.random((1, 3, 384, 384), dtype=np.float32) * s for s in (1.0, 3.0, 0.5)]
+
+    class Reader:
+        def __init__(self, items: list[np.ndarray]) -> None:
+            self.items = iter(items)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(({"x": x} for x in self.items), None)
+
+    def ranges(data) -> dict[str, tuple[float, float]]:
+        return {k: tuple(float(np.asarray(v).ravel()[0]) for v in t.range_value) for k, t in data.data.items()}
+
+    def ours(items: list[np.ndarray], name: str) -> dict[str, tuple[float, float]]:
+        _calibrate_ranges(fp32, Reader(items), tmp_path / f"{name}.aug.onnx", tmp_path / f"{name}.json")
+        return ranges(load_tensors_data(tmp_path / f"{name}.json"))
+
+    reference = create_calibrator(fp32, None, augmented_model_path=str(tmp_path / "ref.onnx"),
+                                  calibrate_method=CalibrationMethod.MinMax)
+    reference.collect_data(Reader(xs))
+    want = ranges(reference.compute_data())
+    got = ours(xs, "all")
+    assert len(want) > 100 and got == want
+    last_only = ours(xs[-1:], "last")
+    assert any(last_only[k] != got[k] for k in got)
