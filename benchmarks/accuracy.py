@@ -30,6 +30,7 @@ load. Example::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import inspect
 import logging
 import shutil
@@ -170,8 +171,14 @@ def _generate(family: str, dataset: str, root: Path, frames: int, seed: int, sma
 
 
 def result_dir(work: Path, method: str, spec: SeqSpec) -> Path:
-    """The result folder of ``method`` on ``spec`` under ``work``."""
-    return work / "results" / method / spec.tag / get_dataset(spec.dataset).ctc_name / f"{spec.path.name}_RES"
+    """The result folder of ``method`` on ``spec`` under ``work``: one per sequence folder.
+
+    Sequences of one family are often all called ``01`` in different dataset folders, so the folder is keyed by
+    a digest of the sequence's resolved path (before 2026-12-04 it was not, and ``--reuse-results`` scored the
+    masks of one such sequence against the truth of the others)."""
+    key = hashlib.sha256(str(spec.path.resolve()).encode()).hexdigest()[:10]
+    return (work / "results" / method / spec.tag / f"{spec.path.name}-{key}" / get_dataset(spec.dataset).ctc_name
+            / f"{spec.path.name}_RES")
 
 
 def run_method(method: str, models_dir: Path | None, spec: SeqSpec, work: Path, backend: str,

@@ -174,3 +174,25 @@ def test_robustness_scores_slice_datasets_in_2d() -> None:
     matches = robustness.score(truth, res, "MDA231")
     assert [m.n_objects for m in matches] == [1, 1, 0]
     assert robustness.score(truth, res, "A549-SIM").n_objects == 1
+
+
+def test_accuracy_keeps_same_named_sequences_apart(tmp_path: Path) -> None:
+    """Two sequences called 01 in different dataset folders, same family: each gets its own result folder, so
+    --reuse-results scores each sequence's own masks (it once scored one's masks against the other's truth)."""
+    from accuracy import main as accuracy_main
+
+    first = _tiny_a549_sequence(tmp_path / "a")
+    second = _tiny_a549_sequence(tmp_path / "b")
+    truth = second.parent / "01_GT" / "SEG" / "man_seg000.tif"
+    tifffile.imwrite(truth, np.roll(tifffile.imread(truth), 20, axis=2))  # the cell elsewhere: a different sequence
+    raw = second / "t000.tif"
+    tifffile.imwrite(raw, np.roll(tifffile.imread(raw), 20, axis=2))
+    args = ["--seq", f"B-dim:A549-SIM:{first}", "--seq", f"B-dim:A549-SIM:{second}", "--work", str(tmp_path / "w"),
+            "--models", f"shipped={REPO / 'models'}", "--backend", "torch", "--threads", "1", "-q"]
+    assert accuracy_main([*args, "--md", str(tmp_path / "fresh.md")]) == 0
+    assert len(sorted((tmp_path / "w" / "results" / "classical").rglob("mask000.tif"))) == 2
+    assert accuracy_main([*args, "--reuse-results", "--md", str(tmp_path / "again.md")]) == 0
+    fresh, again = ((tmp_path / n).read_text().split("\n")[1:] for n in ("fresh.md", "again.md"))
+    assert again == fresh
+    classical = next(line for line in fresh if "| classical |" in line)
+    assert float(classical.split(" | ")[6]) > 0.5  # both cells found where their own truth is
