@@ -36,6 +36,7 @@ import logging
 import math
 import platform
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -693,8 +694,12 @@ def train(cfg: TrainConfig) -> Path:
              len(val_refs), [(r.seq, r.t) for r in val_refs])
     train_s: list[Sample] = []
     val_s: list[Sample] = []
-    for ref in progress(refs, desc="preparing slices", unit="frame"):
-        (val_s if ref in val_refs else train_s).extend(frame_samples(ref, cfg, ds))
+    # frames are prepared in torch.get_num_threads() threads (OpenCV and NumPy release the GIL); pool.map keeps
+    # the frame order, so the slices and therefore the training are the same for any number of threads
+    with ThreadPoolExecutor(max_workers=torch.get_num_threads()) as pool:
+        prepared = pool.map(lambda r: frame_samples(r, cfg, ds), refs)
+        for ref, samples in progress(zip(refs, prepared), total=len(refs), desc="preparing slices", unit="frame"):
+            (val_s if ref in val_refs else train_s).extend(samples)
     if cfg.task == "seg" and len(val_s) > cfg.max_val_samples:
         keep = np.linspace(0, len(val_s) - 1, cfg.max_val_samples).round().astype(int)
         val_s = [val_s[i] for i in sorted(set(keep.tolist()))]
