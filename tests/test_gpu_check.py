@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_gpu_check_dry_run_writes_reports(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "GPU_CHECK_WHEELS": str(tmp_path / "no-wheels"), "GPU_CHECK_DRY_RUN": "1"}
+    env = {**os.environ, "OUT": str(out), "DEVICE_WHEELS": str(tmp_path / "no-wheels"), "GPU_CHECK_DRY_RUN": "1"}
     res = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh")], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]

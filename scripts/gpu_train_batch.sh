@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Training batch for a lent GPU machine (issue #14), in one call of about MINUTES + 3 minutes:
+#   1. generates training data on the machine's CPU cores, in parallel: the fixed-profile sequences of the CPU
+#      recipes plus 16 domain-randomized sequences per dataset with seeds that no evaluation or tuning uses
+#      (MDA231 2051-2066, TRIC 2031-2046 `--small`, A549-SIM 2011-2026); family B is never used;
+#   2. fine-tunes each dataset's shipped network (--init-from models/<name>) on the GPU, all datasets at once,
+#      with the input settings of the shipped folders and of scripts/train_denoised_models.sh (noise-adaptive
+#      smoothing; TRIC's top-hat), strong augmentation and a weight average, for MINUTES each;
+#   3. packs each trained model folder (without its checkpoint) into $OUT/<name>.tar, with the training logs
+#      (gpu_train.log) and a summary (gpu_train.json): at most 5 files, as the device tool brings back.
+# Usage: scripts/gpu_train_batch.sh [--dry-run] [--minutes M] [DATASET...]   (default 5 minutes, all three)
+# On the device (wheels from scripts/device_wheels.sh; see /work/.library/device/README.md):
+#   run(command="scripts/gpu_train_batch.sh --minutes 5", carry=[".whl"], timeout_s=560)
+# Back here, unpack into runs/gpu/ and check with benchmarks/accuracy.py (family A tuning and evaluation frames,
+# family B) before copying anything into models/: nothing here decides what is shipped.
+# --dry-run: CPU, one frame per sequence, two optimizer steps per dataset (the test suite runs it).
+set -euo pipefail
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/device_env.sh"
+minutes=5
+dry=0
+wanted=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dry-run) dry=1 ;;
+    --minutes) minutes="$2"; shift ;;
+    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    MDA231|TRIC|A549-SIM) wanted+=("$1") ;;
+    *) echo "error: unknown argument $1 (datasets: MDA231 TRIC A549-SIM; options: --dry-run --minutes M)" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ ${#wanted[@]} -gt 0 ] || wanted=(MDA231 TRIC A549-SIM)
+out="${OUT:-$root/runs/gpu_train_out}"
+work="${GPU_TRAIN_WORK:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_train.XXXXXX")}"
+data="$work/data"
+mkdir -p "$out" "$data"
+cores="$(nproc)"
+
+# --- 1. data: one synth process per sequence, all cores -------------------------------------------------------
+jobs="$work/synth_jobs.txt"
+: > "$jobs"
+job() {  # profile seq seed frames [flags...]
+  local profile="$1" seq="$2" seed="$3" frames="$4"
+  shift 4
+  [ "$dry" = 1 ] && frames=1
+  echo "\"$py\" -m efficientcellseg synth --out \"$data\" --profile $profile --seq $seq --seed $seed --frames $frames -q $*" >> "$jobs"
+}
+n_random=16
+[ "$dry" = 1 ] && n_random=1
+for ds in "${wanted[@]}"; do
+  case "$ds" in
+    MDA231) job MDA231 01 101 12; job MDA231 02 102 12
+            for i in $(seq 1 "$n_random"); do job MDA231 $((30 + i)) $((2050 + i)) 4 --randomize; done ;;
+    TRIC) job TRIC 01 103 6 --small; job TRIC 02 104 6 --small
+          for i in $(seq 1 "$n_random"); do job TRIC $((30 + i)) $((2030 + i)) 3 --small --randomize; done ;;
+    A549-SIM) job A549-SIM 01 105 8; job A549-SIM 02 106 8
+              for i in $(seq 1 "$n_random"); do job A549-SIM $((30 + i)) $((2010 + i)) 4 --randomize; done ;;
+  esac
+done
+[ "$dry" = 1 ] && sed -i '/ --seq 02 /d' "$jobs"  # dry run: one fixed-profile sequence
+echo "generating $(wc -l < "$jobs") sequences on $cores cores into $data" >&2
+t0=$SECONDS
+xargs -P "$cores" -I{} bash -c {} < "$jobs" || { echo "error: generating the training data failed" >&2; exit 1; }
+echo "data ready in $((SECONDS - t0)) s" >&2
+
+# --- 2. training: every dataset at once on the one GPU --------------------------------------------------------
+if [ "$dry" = 1 ]; then
+  common=(--device cpu --threads 1 --epochs 1 --steps-per-epoch 2 --batch-size 2 --crop 64)
+else
+  threads=$(( cores / ${#wanted[@]} )); [ "$threads" -ge 1 ] || threads=1
+  common=(--device cuda --threads "$threads" --epochs 1000 --patience 1000 --steps-per-epoch 100 --batch-size 16
+          --time-limit "$minutes")
+fi
+seqs=(01 02 $(seq 31 46))
+pids=()
+for ds in "${wanted[@]}"; do
+  case "$ds" in
+    MDA231) name=MDA231-seg folder=Fluo-C3DL-MDA231 flags=(--denoise-target 0.055 --crop 160) ;;
+    TRIC) name=TRIC-seg folder=Fluo-N3DL-TRIC flags=(--denoise-target 0.026 --background-radius 8 --crop 128 --lr-patience 1000) ;;
+    A549-SIM) name=A549-SIM-seg folder=Fluo-C3DH-A549-SIM flags=(--denoise-target 0.027 --crop 192) ;;
+  esac
+  "$py" -m efficientcellseg train --dataset "$ds" --task seg --data "$data/$folder" --seqs "${seqs[@]}" \
+    --out "$work/$name" --init-from "$root/models/$name" --seed 5 --use-st --ema-decay 0.999 --augment strong \
+    --lr 2e-4 "${flags[@]}" "${common[@]}" > "$work/$name.log" 2>&1 &  # common last: the dry run's --crop wins
+  pids+=("$!:$name")
+done
+status=0
+for p in "${pids[@]}"; do
+  if ! wait "${p%%:*}"; then echo "error: training ${p#*:} failed (see gpu_train.log)" >&2; status=1; fi
+done
+
+# --- 3. bring back: one tar per model folder, the logs, a summary ---------------------------------------------
+: > "$out/gpu_train.log"
+for ds in "${wanted[@]}"; do
+  name="$(case "$ds" in MDA231) echo MDA231-seg ;; TRIC) echo TRIC-seg ;; A549-SIM) echo A549-SIM-seg ;; esac)"
+  { echo "=== $name"; tr '\r' '\n' < "$work/$name.log" | grep -v "it/s\]$\|s/it\]$" | tail -n 60; } >> "$out/gpu_train.log"
+  if [ -f "$work/$name/weights.safetensors" ]; then
+    tar -cf "$out/$name.tar" -C "$work" --exclude checkpoint.pt "$name"
+  fi
+done
+"$py" - "$work" "$out/gpu_train.json" "${wanted[@]}" <<'PY'
+import json, sys
+from pathlib import Path
+work, dest, names = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
+summary = {}
+for ds in names:
+    name = {"MDA231": "MDA231-seg", "TRIC": "TRIC-seg", "A549-SIM": "A549-SIM-seg"}[ds]
+    cfg = work / name / "config.json"
+    if not cfg.is_file():
+        summary[name] = {"error": "no model folder written"}
+        continue
+    t = json.loads(cfg.read_text())["training"]
+    summary[name] = {k: t.get(k) for k in ("device", "epochs", "steps", "wall_time_s", "stop_reason", "best_epoch",
+                                           "best_validation", "n_frames", "n_train_slices")}
+dest.write_text(json.dumps(summary, indent=1))
+print(json.dumps(summary, indent=1))
+PY
+exit "$status"

@@ -1,0 +1,78 @@
+"""The scripts for a lent GPU machine: the training batch's CPU dry run (scripts/gpu_train_batch.sh) and the
+offline wheel install of scripts/device_env.sh on a machine without .venv."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+from efficientcellseg.weights import load_model_folder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_train_batch_dry_run_packs_a_loadable_model_folder(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "GPU_TRAIN_WORK": str(tmp_path / "work")}
+    res = subprocess.run(["bash", str(REPO / "scripts" / "gpu_train_batch.sh"), "--dry-run", "A549-SIM"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["A549-SIM-seg.tar", "gpu_train.json", "gpu_train.log"]
+    with tarfile.open(out / "A549-SIM-seg.tar") as tar:
+        names = sorted(tar.getnames())
+        tar.extractall(tmp_path / "back", filter="data")
+    assert "A549-SIM-seg/checkpoint.pt" not in names and "A549-SIM-seg/weights.safetensors" in names
+    model = load_model_folder(tmp_path / "back" / "A549-SIM-seg")  # sha256 sums checked
+    shipped = json.loads((REPO / "models" / "A549-SIM-seg" / "config.json").read_text())
+    assert model.config["denoise"]["target_ratio"] == shipped["denoise"]["target_ratio"]
+    training = model.config["training"]
+    assert training["init_from"]["folder"] == str(REPO / "models" / "A549-SIM-seg") and training["steps"] == 2
+    assert set(training["seqs"]) >= {"01", "31"} and training["n_frames"] == 2  # one fixed, one randomized frame
+    summary = json.loads((out / "gpu_train.json").read_text())
+    assert summary["A549-SIM-seg"]["steps"] == 2
+    assert "=== A549-SIM-seg" in (out / "gpu_train.log").read_text()
+
+
+def test_gpu_train_batch_refuses_unknown_arguments(tmp_path: Path) -> None:
+    res = subprocess.run(["bash", str(REPO / "scripts" / "gpu_train_batch.sh"), "HeLa"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60, env={**os.environ, "OUT": str(tmp_path)})
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "HeLa" in res.stderr
+
+
+def _wheel(folder: Path, name: str) -> Path:
+    """A minimal pure-Python wheel holding module ``name``."""
+    folder.mkdir(parents=True)
+    path = folder / f"{name}-1.0-py3-none-any.whl"
+    info = f"{name}-1.0.dist-info"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(f"{name}.py", "VALUE = 42\n")
+        z.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{info}/RECORD", "")
+    return path
+
+
+def test_device_env_installs_carried_wheels_without_venv(tmp_path: Path) -> None:
+    """On the device there is no .venv: the wheels in DEVICE_WHEELS go into a private folder on PYTHONPATH,
+    without the network; the package's SW/ is on the path too."""
+    root = tmp_path / "checkout"
+    (root / "scripts").mkdir(parents=True)
+    shutil.copy(REPO / "scripts" / "device_env.sh", root / "scripts")
+    _wheel(tmp_path / "wheels", "carried_pkg")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(sys.executable)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "DEVICE_WHEELS": str(tmp_path / "wheels"),
+           "TMPDIR": str(tmp_path), "PYTHONPATH": ""}
+    script = f'source "{root}/scripts/device_env.sh"; "$py" -c "import carried_pkg; print(carried_pkg.VALUE)"; echo "$PYTHONPATH"'
+    res = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    value, path = res.stdout.split()
+    assert value == "42" and path.split(":")[:2] == [str(root / "SW"), str(root)]
+    assert str(tmp_path / "efficientcellseg-site") in path.split(":")
