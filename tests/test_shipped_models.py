@@ -119,8 +119,9 @@ def test_int8_precision_changes_mda231_masks_only_slightly(tmp_path) -> None:
     fast = seg8.segment(raw)
     a, b = exact > 0, fast > 0
     iou = (a & b).sum() / (a | b).sum()
-    # int8 really ran (masks differ), but only at a few boundary pixels. Issue #15 asks for >= 0.99; measured
-    # 0.9886 on this frame (RESULTS.md, 2026-12-01): not reached yet, so the test holds the measured level.
+    # int8 really ran (masks differ), but only at a few boundary pixels. Issue #15 asks for >= 0.99: measured
+    # 0.9886 on this frame with the models of 2026-12-01, 0.9909 with those of 2026-12-04 (RESULTS.md); the
+    # bound keeps a margin because the int8 kernels may round differently on another CPU.
     assert 0.985 <= iou < 1.0, iou
     seg_exact = pooled_seg([match_objects(truth, exact)])
     seg_fast = pooled_seg([match_objects(truth, fast)])
