@@ -4,7 +4,7 @@
 # default 200) into $OUT/check, then the training batch (scripts/gpu_train_batch.sh, TRAIN_MINUTES per dataset,
 # default 4) into $OUT/train. One failing does not stop the other. Here, first: scripts/device_wheels.sh. Then
 #   run(command="scripts/device_session.sh", carry=[".whl"], timeout_s=590)
-# and read gpu_check.md / gpu_train.json from the files that come back (7 files in all).
+# and read gpu_check.md / gpu_train.json from the files that come back (at most 8 files: the limit).
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${OUT:-$root/runs/device}"

@@ -3,11 +3,12 @@
 #   1. generates training data on the machine's CPU cores, in parallel: the fixed-profile sequences of the CPU
 #      recipes plus 16 domain-randomized sequences per dataset with seeds that no evaluation or tuning uses
 #      (MDA231 2051-2066, TRIC 2031-2046 `--small`, A549-SIM 2011-2026); family B is never used;
-#   2. fine-tunes each dataset's shipped network (--init-from models/<name>) on the GPU, all datasets at once,
-#      with the input settings of the shipped folders and of scripts/train_denoised_models.sh (noise-adaptive
-#      smoothing; TRIC's top-hat), strong augmentation and a weight average, for MINUTES each;
+#   2. fine-tunes each dataset's shipped network (--init-from models/<name>) on the GPU, all at once, with the
+#      input settings of the shipped folders and of scripts/train_denoised_models.sh (noise-adaptive smoothing;
+#      TRIC's top-hat), strong augmentation and a weight average, for MINUTES each; for MDA231 also the
+#      one-network model (--task seg_centers) from the shipped foreground network;
 #   3. packs each trained model folder (without its checkpoint) into $OUT/<name>.tar, with the training logs
-#      (gpu_train.log) and a summary (gpu_train.json): at most 5 files, as the device tool brings back.
+#      (gpu_train.log) and a summary (gpu_train.json): at most 6 files, as the device tool brings back.
 # Usage: scripts/gpu_train_batch.sh [--dry-run] [--minutes M] [DATASET...]   (default 5 minutes, all three)
 # On the device (wheels from scripts/device_wheels.sh; see /work/.library/device/README.md):
 #   run(command="scripts/gpu_train_batch.sh --minutes 5", carry=[".whl"], timeout_s=560)
@@ -63,48 +64,57 @@ t0=$SECONDS
 xargs -P "$cores" -I{} bash -c {} < "$jobs" || { echo "error: generating the training data failed" >&2; exit 1; }
 echo "data ready in $((SECONDS - t0)) s" >&2
 
-# --- 2. training: every dataset at once on the one GPU --------------------------------------------------------
+# --- 2. training: every network at once on the one GPU ---------------------------------------------------------
+# one job per model folder: NAME DATASET CTC-FOLDER TASK [FLAGS...]; MDA231 also trains the one-network model of
+# issue #14 (foreground + centre heatmap, --task seg_centers; its channel 0 starts from the shipped foreground
+# network), which would halve MDA231's inference cost if it were as good as the shipped pair
+models=()
+for ds in "${wanted[@]}"; do
+  case "$ds" in
+    MDA231) models+=("MDA231-seg MDA231 Fluo-C3DL-MDA231 seg --denoise-target 0.055 --crop 160"
+                     "MDA231-seg_centers MDA231 Fluo-C3DL-MDA231 seg_centers --denoise-target 0.055 --crop 160") ;;
+    TRIC) models+=("TRIC-seg TRIC Fluo-N3DL-TRIC seg --denoise-target 0.026 --background-radius 8 --crop 128 --lr-patience 1000") ;;
+    A549-SIM) models+=("A549-SIM-seg A549-SIM Fluo-C3DH-A549-SIM seg --denoise-target 0.027 --crop 192") ;;
+  esac
+done
 if [ "$dry" = 1 ]; then
   common=(--device cpu --threads 1 --epochs 1 --steps-per-epoch 2 --batch-size 2 --crop 64)
 else
-  threads=$(( cores / ${#wanted[@]} )); [ "$threads" -ge 1 ] || threads=1
+  threads=$(( cores / ${#models[@]} )); [ "$threads" -ge 1 ] || threads=1
   common=(--device cuda --threads "$threads" --epochs 1000 --patience 1000 --steps-per-epoch 100 --batch-size 16
           --time-limit "$minutes")
 fi
 seqs=(01 02 $(seq 31 46))
 pids=()
-for ds in "${wanted[@]}"; do
-  case "$ds" in
-    MDA231) name=MDA231-seg folder=Fluo-C3DL-MDA231 flags=(--denoise-target 0.055 --crop 160) ;;
-    TRIC) name=TRIC-seg folder=Fluo-N3DL-TRIC flags=(--denoise-target 0.026 --background-radius 8 --crop 128 --lr-patience 1000) ;;
-    A549-SIM) name=A549-SIM-seg folder=Fluo-C3DH-A549-SIM flags=(--denoise-target 0.027 --crop 192) ;;
-  esac
-  "$py" -m efficientcellseg train --dataset "$ds" --task seg --data "$data/$folder" --seqs "${seqs[@]}" \
-    --out "$work/$name" --init-from "$root/models/$name" --seed 5 --use-st --ema-decay 0.999 --augment strong \
-    --lr 2e-4 "${flags[@]}" "${common[@]}" > "$work/$name.log" 2>&1 &  # common last: the dry run's --crop wins
-  pids+=("$!:$name")
+names=()
+for m in "${models[@]}"; do
+  read -r name ds folder task flags <<< "$m"
+  # shellcheck disable=SC2086  # flags is a word list
+  "$py" -m efficientcellseg train --dataset "$ds" --task "$task" --data "$data/$folder" --seqs "${seqs[@]}" \
+    --out "$work/$name" --init-from "$root/models/$ds-seg" --seed 5 --use-st --ema-decay 0.999 --augment strong \
+    --lr 2e-4 $flags "${common[@]}" > "$work/$name.log" 2>&1 &  # common last: the dry run's --crop wins
+  pids+=("$!")
+  names+=("$name")
 done
 status=0
-for p in "${pids[@]}"; do
-  if ! wait "${p%%:*}"; then echo "error: training ${p#*:} failed (see gpu_train.log)" >&2; status=1; fi
+for i in "${!pids[@]}"; do
+  if ! wait "${pids[$i]}"; then echo "error: training ${names[$i]} failed (see gpu_train.log)" >&2; status=1; fi
 done
 
-# --- 3. bring back: one tar per model folder, the logs, a summary ---------------------------------------------
+# --- 3. bring back: one tar per model folder, the logs, a summary (at most 6 files) ---------------------------
 : > "$out/gpu_train.log"
-for ds in "${wanted[@]}"; do
-  name="$(case "$ds" in MDA231) echo MDA231-seg ;; TRIC) echo TRIC-seg ;; A549-SIM) echo A549-SIM-seg ;; esac)"
+for name in "${names[@]}"; do
   { echo "=== $name"; tr '\r' '\n' < "$work/$name.log" | grep -v "it/s\]$\|s/it\]$" | tail -n 60; } >> "$out/gpu_train.log"
   if [ -f "$work/$name/weights.safetensors" ]; then
     tar -cf "$out/$name.tar" -C "$work" --exclude checkpoint.pt "$name"
   fi
 done
-"$py" - "$work" "$out/gpu_train.json" "${wanted[@]}" <<'PY'
+"$py" - "$work" "$out/gpu_train.json" "${names[@]}" <<'PY'
 import json, sys
 from pathlib import Path
 work, dest, names = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
 summary = {}
-for ds in names:
-    name = {"MDA231": "MDA231-seg", "TRIC": "TRIC-seg", "A549-SIM": "A549-SIM-seg"}[ds]
+for name in names:
     cfg = work / name / "config.json"
     if not cfg.is_file():
         summary[name] = {"error": "no model folder written"}
