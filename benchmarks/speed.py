@@ -593,10 +593,12 @@ def report(info: dict[str, str], t_slice: dict[str, dict], net_rows: list[dict],
             rows.append([r["profile"], "x".join(map(str, r["shape"])), "trained" if r["trained_models"] else "untrained",
                          f"{r['backend']}/{r['precision']}", f"{wall:.2f}", _x(wall, ts), str(passes),
                          f"{per_pass:.2f}{verdict}"]
-                        + [f"{m.get(k, 0):.2f}" for k in ("read", "pseudocolor", "network", "postprocess", "write")]
+                        + [f"{m.get(k, 0):.2f}" for k in ("read", "denoise", "pseudocolor", "network", "postprocess",
+                                                           "write")]
                         + [f"{r['peak_rss_mib']:.0f}", gpu])
         lines += _table(["profile", "frame", "models", "backend", "frame s", "x t_slice", "passes per network",
-                         "frame / (passes x t_slice)", "read s", "pseudocolor s", "network s", "postprocess s",
+                         "frame / (passes x t_slice)", "read s", "denoise s", "pseudocolor s", "network s",
+                         "postprocess s",
                          "write s", "peak RSS MiB", "GPU MiB"], rows)
         lines.append("\nMedian over frames 2..N (frame 1 is a warm-up). Passes: slices (MDA231, A549-SIM) or slice "
                      "tiles (TRIC) of one network; MDA231 runs two networks, the centre network only on slices with "

@@ -220,3 +220,25 @@ def test_update_config_note_is_one_card_section_that_tuning_keeps(tmp_path) -> N
     assert card.index("## Input settings") < card.index("## Post-processing parameters (tuned)")
     assert "tuned again" in card and "tuned here" not in card
     verify_model_folder(folder)
+
+
+def test_integer_noise_std_equals_the_numpy_median_version() -> None:
+    """The histogram path for integer frames gives exactly what the NumPy medians give (odd and even pixel
+    counts, so whole and half medians; uint8 and uint16; constant and skewed slices)."""
+    from efficientcellseg.denoise import _slice_mad, _slice_mad_int
+
+    rng = np.random.default_rng(3)
+    slices = [np.full((5, 9), 7, np.uint8), rng.integers(0, 3, (4, 5), dtype=np.uint8)]
+    for shape in ((7, 12), (8, 13), (31, 64), (50, 51)):
+        slices.append(rng.integers(0, 256, shape, dtype=np.uint8))
+        slices.append(rng.poisson(rng.uniform(0.2, 30), shape).astype(np.uint16))
+        slices.append((rng.normal(2000, 300, shape).clip(0, 65535)).astype(np.uint16))
+        slices.append(rng.exponential(5, shape).astype(np.uint8))
+    halves = 0
+    for sl in slices:
+        assert _slice_mad_int(sl) == _slice_mad(sl), sl.shape
+        d = np.diff(sl.astype(np.float32), axis=1).ravel()
+        halves += float(np.median(d)) % 1 == 0.5 or float(np.median(np.abs(d - np.median(d)))) % 1 == 0.5
+    assert halves > 0  # half-integer medians were exercised
+    stack = np.stack([rng.integers(0, 4000, (20, 30), dtype=np.uint16) for _ in range(5)])
+    assert noise_std(stack) == noise_std(stack.astype(np.float32))
