@@ -244,3 +244,30 @@ def test_train_command_line_passes_schedule_and_input_settings(tmp_path: Path, m
     assert (seen[0].lr_patience, seen[0].denoise_target, seen[0].background_radius) == (1000, 0.026, 8.0)
     main(["train", "--dataset", "TRIC", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "-q"])
     assert seen[1].lr_patience == 3 and seen[1].background_radius == 0.0  # the defaults
+
+
+def test_prefetched_batches_equal_a_plain_loop() -> None:
+    """The batch made one ahead in a worker thread: same order and the same draws of a shared generator as a
+    plain loop; stopping early makes at most ``ahead`` batches for nothing."""
+    from efficientcellseg.train import _prefetched
+
+    def draws(rng: np.random.Generator, calls: list[int]):
+        def make(i: int) -> tuple[int, np.ndarray]:
+            calls.append(i)
+            return i, rng.random(3)
+        return make
+
+    plain_calls: list[int] = []
+    make_plain = draws(np.random.default_rng(7), plain_calls)
+    plain = [make_plain(i) for i in range(6)]
+    calls: list[int] = []
+    got = list(_prefetched(draws(np.random.default_rng(7), calls), 6))
+    assert [i for i, _ in got] == list(range(6)) == calls
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, plain))
+    calls.clear()
+    for i, _ in _prefetched(draws(np.random.default_rng(7), calls), 100, ahead=2):
+        if i == 3:
+            break
+    assert calls == list(range(len(calls))) and 4 <= len(calls) <= 6
+    calls.clear()
+    assert [i for i, _ in _prefetched(draws(np.random.default_rng(7), calls), 6, ahead=0)] == list(range(6))

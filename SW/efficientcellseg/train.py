@@ -36,11 +36,13 @@ import logging
 import math
 import platform
 import time
+from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -57,6 +59,7 @@ from efficientcellseg.log import progress
 from efficientcellseg.losses import seg_loss, soft_focal_loss
 from efficientcellseg.preprocess import network_shape, resize_to_network
 
+_T = TypeVar("_T")
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
@@ -543,6 +546,33 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _prefetched(make: Callable[[int], _T], n: int, ahead: int = 2) -> Iterator[_T]:
+    """``make(0), ..., make(n - 1)`` in order, each made in a worker thread while the caller uses the previous one.
+
+    One worker, so the calls run one after the other in order: a random generator they share is drawn from in
+    the same order as in a plain loop, and the results are the same. The training step (PyTorch) and the next
+    batch (NumPy / OpenCV crops and augmentation) then overlap; on a GPU the batches are the bottleneck. A
+    caller that stops early leaves at most ``ahead`` calls made for nothing. ``ahead=0``: a plain loop, no thread
+    (on a 2-core CPU the worker competed with PyTorch's threads: 40 A549-SIM steps took 33 s instead of 25-27 s,
+    same weights)."""
+    if ahead <= 0:
+        yield from (make(i) for i in range(n))
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = deque(pool.submit(make, i) for i in range(min(ahead, n)))
+        submitted = len(pending)
+        try:
+            while pending:
+                result = pending.popleft().result()
+                if submitted < n:
+                    pending.append(pool.submit(make, submitted))
+                    submitted += 1
+                yield result
+        finally:
+            for future in pending:
+                future.cancel()
+
+
 def _batch(samples: list[Sample], idx: np.ndarray, crop: int, rng: np.random.Generator, cfg: TrainConfig
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     xs, ys, ms = [], [], []
@@ -756,8 +786,10 @@ def train(cfg: TrainConfig) -> Path:
         net.train()
         losses: list[float] = []
         timed_out = False
-        for step in range(steps_per_epoch):
-            x, y, m = _batch(train_s, order[step * cfg.batch_size:(step + 1) * cfg.batch_size], crop, rng, cfg)
+        batches = _prefetched(
+            lambda step: _batch(train_s, order[step * cfg.batch_size:(step + 1) * cfg.batch_size], crop, rng, cfg),
+            steps_per_epoch, ahead=2 if device.type == "cuda" else 0)
+        for x, y, m in batches:
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             logits = net(x)
             loss = _loss(logits, y.to(device), m.to(device), cfg)
