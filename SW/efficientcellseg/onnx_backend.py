@@ -339,6 +339,12 @@ def _calibrate_ranges(fp32: Path, reader: Any, augmented: Path, out: Path) -> No
     opts.log_severity_level = 3
     session = ort.InferenceSession(str(augmented), opts, providers=["CPUExecutionProvider"])
     calibrator.infer_session = session
+    if not all(hasattr(calibrator, a) for a in ("intermediate_outputs", "model_original_outputs",
+                                                "clear_collected_data")):
+        # another ONNX Runtime than the one this was written against: its own collect-then-merge (more memory)
+        calibrator.collect_data(reader)
+        save_tensors_data(calibrator.compute_data(), out)
+        return
     names = [o.name for o in session.get_outputs()]
     while (inputs := reader.get_next()) is not None:
         values = session.run(None, inputs)
