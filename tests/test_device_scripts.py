@@ -76,3 +76,19 @@ def test_device_env_installs_carried_wheels_without_venv(tmp_path: Path) -> None
     value, path = res.stdout.split()
     assert value == "42" and path.split(":")[:2] == [str(root / "SW"), str(root)]
     assert str(tmp_path / "efficientcellseg-site") in path.split(":")
+
+
+def test_device_session_dry_run_brings_back_at_most_eight_files(tmp_path: Path) -> None:
+    """The one device call of a GPU session (scripts/device_session.sh), dry: both steps run, and what lands in
+    $OUT fits what the device tool brings back (at most 8 files, at most 2 folders down)."""
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "DEVICE_DRY_RUN": "1", "TRAIN_DATASETS": "A549-SIM",
+           "GPU_TRAIN_WORK": str(tmp_path / "work"), "DEVICE_WHEELS": str(tmp_path / "no-wheels")}
+    res = subprocess.run(["bash", str(REPO / "scripts" / "device_session.sh")], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == ["check/gpu_check.json", "check/gpu_check.md", "train/A549-SIM-seg.tar",
+                     "train/gpu_train.json", "train/gpu_train.log"]
+    assert len(files) <= 8 and all(f.count("/") <= 2 for f in files)
+    assert json.loads((out / "check" / "gpu_check.json").read_text())["dry_run"] is True
