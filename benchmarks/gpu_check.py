@@ -241,9 +241,10 @@ def step_training(dev: Any, dry: bool) -> dict[str, Any]:
     from efficientcellseg.losses import seg_loss
     from efficientcellseg.model import EfficientCellSeg
 
+    rows = [_data_rate(dry)]
     batch, size, steps = (2, 64, 1) if dry else (8, 384, 12)
-    rows = []
-    for precision in ("fp32",) if dry else ("fp32", "bf16"):
+    shapes = [(batch, size)] if dry else [(batch, size), (16, 160)]  # (16, 160): the GPU training batch's MDA231
+    for precision, (batch, size) in [(p, bs) for bs in shapes for p in (("fp32",) if dry else ("fp32", "bf16"))]:
         torch.manual_seed(0)
         net = EfficientCellSeg().to(dev).to(memory_format=torch.channels_last).train()
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -269,6 +270,38 @@ def step_training(dev: Any, dry: bool) -> dict[str, Any]:
                      "images_per_s": steps * batch / dt})
         log.info("training %s: %.2f steps/s (batch %d, %d px)", precision, steps / dt, batch, size)
     return {"rows": rows}
+
+
+def _data_rate(dry: bool) -> dict[str, Any]:
+    """Training batches per second that one CPU thread makes (random crops + strong augmentation, as ``train``
+    does between steps): when it is below the GPU's steps/s, the data, not the GPU, bounds training."""
+    import numpy as np
+    import torch
+
+    from efficientcellseg.augment import STRONG
+    from efficientcellseg.train import Sample, TrainConfig, _batch
+
+    batch, crop, n = (2, 64, 2) if dry else (16, 160, 20)
+    rng = np.random.default_rng(0)
+    samples = []
+    for i in range(8):
+        fg = (rng.random((384, 384)) > 0.7).astype(np.float32)
+        samples.append(Sample(torch.rand(3, 384, 384).half(), torch.from_numpy(fg[None]).half(), None,
+                              np.argwhere(fg > 0)[:512], ("00", 0, i), "gt3d"))
+    cfg = TrainConfig(dataset="MDA231", data="", out="", augment=STRONG, crop=crop, batch_size=batch)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _batch(samples, np.arange(batch) % len(samples), crop, rng, cfg)
+        t0 = time.perf_counter()
+        for k in range(n):
+            _batch(samples, (np.arange(batch) + k) % len(samples), crop, rng, cfg)
+        dt = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(threads)
+    log.info("training data: %.1f batches/s on one CPU thread (batch %d, %d px)", n / dt, batch, crop)
+    return {"precision": "data (1 CPU thread)", "batch": batch, "crop": crop, "steps": n, "steps_per_s": n / dt,
+            "images_per_s": n * batch / dt}
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -317,7 +350,8 @@ def markdown(res: dict[str, Any]) -> str:
                          f"{r['first_frame_s']:.2f} | {st} |")
     tr = res["steps"].get("training", {}).get("result")
     if tr:
-        lines += ["", "### Training loop throughput (random data, Dice + BCE, Adam)", "",
+        lines += ["", "### Training loop throughput (random data, Dice + BCE, Adam; first row: batches made per "
+                  "second by one CPU thread, the data side of a step)", "",
                   "| precision | batch | crop | steps/s | images/s |", "|---|---|---|---|---|"]
         for r in tr["rows"]:
             lines.append(f"| {r['precision']} | {r['batch']} | {r['crop']} | {r['steps_per_s']:.2f} | "

@@ -23,7 +23,9 @@ def test_gpu_check_dry_run_writes_reports(tmp_path: Path) -> None:
     rows = data["steps"]["correctness"]["result"]["rows"]
     assert {r["dataset"] for r in rows} == {"MDA231", "TRIC", "A549-SIM"} and all(r["iou"] >= 0.99 for r in rows)
     assert {r["dataset"] for r in data["steps"]["end_to_end"]["result"]["rows"]} == {"MDA231", "TRIC"}
-    assert all(r["steps_per_s"] > 0 for r in data["steps"]["training"]["result"]["rows"])
+    training = data["steps"]["training"]["result"]["rows"]
+    assert all(r["steps_per_s"] > 0 for r in training)
+    assert training[0]["precision"] == "data (1 CPU thread)" and training[1]["precision"] == "fp32"
     assert data["t_slice_ms"]["start"] > 0 and data["t_slice_ms"]["end"] > 0
     md = (out / "gpu_check.md").read_text()
     assert "dry run on the CPU (not a GPU result)" in md and "| MDA231 | 0 |" in md and "steps/s" in md
