@@ -78,7 +78,8 @@ def _median_ms(fn: Callable[[], Any], reps: int, device: Any) -> float:
     return statistics.median(times)
 
 
-def _iou(a: Any, b: Any) -> float:
+def foreground_iou(a: Any, b: Any) -> float:
+    """IoU of the foregrounds (label > 0) of two label volumes; 1.0 when both are empty."""
     a, b = a > 0, b > 0
     union = (a | b).sum()
     return 1.0 if union == 0 else float((a & b).sum() / union)
@@ -147,7 +148,7 @@ def step_correctness(dev: Any, dry: bool, frames: int, budget: Budget) -> dict[s
             for p, seg in gpus.items():
                 t0 = time.perf_counter()
                 got = seg.segment(raw)
-                iou = _iou(ref, got)
+                iou = foreground_iou(ref, got)
                 rows.append({"dataset": ds, "frame": i, "shape": list(raw.shape), "precision": p, "iou": iou,
                              "labels_cpu": int(ref.max()), "labels_gpu": int(got.max()),
                              "seconds": time.perf_counter() - t0, "passed": iou >= IOU_MIN})

@@ -51,7 +51,7 @@ def test_mda231_tune_reuses_the_watershed_with_the_same_scores(tmp_path: Path) -
     from efficientcellseg.ctc_io import list_frames, read_frame
     from efficientcellseg.infer import build_segmenter
     from efficientcellseg.postprocess import postprocess
-    from efficientcellseg.tune import _score
+    from efficientcellseg.tune import seg_of_labels
 
     ds = generate("MDA231", tmp_path, frames=1, seed=31)
     grid = {"prob_threshold": (0.5, 0.7), "end_threshold": (0.0, 0.9), "end_fraction": (0.5, 0.9)}
@@ -65,7 +65,7 @@ def test_mda231_tune_reuses_the_watershed_with_the_same_scores(tmp_path: Path) -
     for params, s in r.trials:
         labels = postprocess("centers_watershed", probs["seg"], params, centers=probs["centers"],
                              signal=probs["signal"])  # the shipped folder gates on the raw signal
-        assert s == pytest.approx(_score({0: labels}, gts, arrays), abs=1e-12)
+        assert s == pytest.approx(seg_of_labels({0: labels}, gts, arrays), abs=1e-12)
         scores.append(s)
     assert len(set(scores)) > 1  # the end-slice settings change the result on this frame
     with pytest.raises(ValueError, match=r"unknown centers_watershed parameter\(s\) \['nope'\]"):

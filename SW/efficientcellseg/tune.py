@@ -47,7 +47,10 @@ class TuneResult:
     frames: list[int]
 
 
-def _score(labels_by_t: Mapping[int, np.ndarray], gts: Sequence[Any], gt_arrays: Sequence[np.ndarray]) -> float:
+def seg_of_labels(labels_by_t: Mapping[int, np.ndarray], gts: Sequence[Any], gt_arrays: Sequence[np.ndarray]
+                  ) -> float:
+    """Pooled SEG of label volumes (by time point) against truth files ``gts`` (``evaluation.ctc_seg`` entries:
+    full 3D or one slice ``z``) whose arrays are ``gt_arrays``."""
     from evaluation.seg import match_objects, pooled_seg
 
     matches = []
@@ -132,7 +135,7 @@ def tune_postprocess(
         full = canonical_params(kind, params)
         key = repr(sorted(full.items()))
         if key not in scores:
-            scores[key] = _score({t: labels_for(t, full) for t in probs}, gts, gt_arrays)
+            scores[key] = seg_of_labels({t: labels_for(t, full) for t in probs}, gts, gt_arrays)
         return scores[key]
 
     current = dict(seg.params)
