@@ -12,12 +12,16 @@ about that of the training data; frames that are already as clean as the trainin
   Gaussian of width ``sigma`` divides white-noise standard deviation by ``2 * sqrt(pi) * sigma``; capped at
   ``max_sigma``; 0 when the ratio is already at or below the target.
 
-Optionally (``background_radius`` > 0) the background is removed first, as a top-hat: every slice minus its
+Optionally (``background_radius`` > 0) the background is removed too, as a top-hat: every slice minus its
 grey opening with a disk of ``background_radius`` pixels (what is left under any object narrower than the disk;
 computed on a block-averaged copy of the slice and smoothed, see :func:`background`), clipped at 0 and rescaled
 to the frame's own maximum in its own dtype. This is for small nuclei on a bright, hazy or uneven background
 (TRIC): the opening follows the background between densely packed nuclei, where an in-plane Gaussian mean
-(tried first) also takes the nuclei away. The noise is then measured on the flattened frame.
+(tried first) also takes the nuclei away. The noise is measured on the flattened frame; when it calls for
+smoothing, the raw frame is smoothed first and the top-hat taken of the smoothed frame. (An opening of a noisy
+slice follows the noise minima, so a top-hat taken before smoothing leaves a raised, blotchy background of about
+two noise deviations under everything; on family A tuning frames this order lifted the low-photon randomized
+sequences from SEG 0.00 to 0.17-0.36, see docs/generalization.md.)
 
 The setting lives in the model folder's ``config.json`` (key ``denoise``), so training and inference of one
 model always agree; a model folder without the key is run exactly as in the paper.
@@ -226,22 +230,30 @@ def adaptive_sigma(stack: np.ndarray, settings: DenoiseSettings) -> float:
 
 
 def denoise_plan(stack: np.ndarray, settings: DenoiseSettings | None) -> tuple[np.ndarray, float]:
-    """The frame after background removal (when set; else ``stack`` itself) and the smoothing sigma for it.
+    """A frame and the in-plane sigma still to apply to it, such that any window of whole slices of that frame
+    smoothed by the sigma is the same window of :func:`denoise_frame`'s result (int8 calibration uses this).
 
-    Smoothing is in-plane, so any window of whole slices of that frame smoothed by the sigma is the same window
-    of :func:`denoise_frame`'s result (int8 calibration uses this)."""
+    Without background removal: ``stack`` itself and :func:`adaptive_sigma`. With it: the finished frame and 0,
+    because the top-hat (whose rescaling looks at the whole frame) is taken after smoothing."""
     if settings is None:
         return stack, 0.0
-    if settings.background_radius > 0:
-        stack = subtract_background(stack, settings.background_radius)
-    return stack, adaptive_sigma(stack, settings)
+    if settings.background_radius <= 0:
+        return stack, adaptive_sigma(stack, settings)
+    flat = subtract_background(stack, settings.background_radius)
+    sigma = adaptive_sigma(flat, settings)
+    if sigma <= 0:
+        return flat, 0.0
+    del flat
+    log.debug("noise-adaptive smoothing: sigma %.2f px, then the top-hat", sigma)
+    return subtract_background(smooth_stack(stack, sigma), settings.background_radius), 0.0
 
 
 def denoise_frame(stack: np.ndarray, settings: DenoiseSettings | None) -> np.ndarray:
-    """The frame as the network should see it: background removed (when set), then smoothed by
-    :func:`adaptive_sigma`; unchanged when off."""
+    """The frame as the network should see it: smoothed by :func:`adaptive_sigma` (measured after any background
+    removal), and with the background removed (when set) from the smoothed frame; unchanged when off."""
     if settings is None:
         return stack
     stack, sigma = denoise_plan(stack, settings)
-    log.debug("noise-adaptive smoothing: sigma %.2f px", sigma)
+    if sigma > 0:
+        log.debug("noise-adaptive smoothing: sigma %.2f px", sigma)
     return smooth_stack(stack, sigma) if sigma > 0 else stack
