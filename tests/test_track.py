@@ -264,3 +264,53 @@ def test_run_script_bad_tracking_variable(tmp_path, a549_models) -> None:
     res = _run(a549_models, "01", str(tmp_path), EFFICIENTCELLSEG_TRACK="yes")
     assert res.returncode == 2
     assert res.stderr.strip() == "error: EFFICIENTCELLSEG_TRACK=yes is not 0 or 1"
+
+
+def _dense_assignment_cost(n_rows: int, n_cols: int, rows: np.ndarray, cols: np.ndarray, cost: np.ndarray) -> float:
+    """The optimum of the textbook dense augmented matrix (every stand-in pair free), by linear_sum_assignment."""
+    from scipy.optimize import linear_sum_assignment
+
+    from efficientcellseg.track import NO_LINK_COST
+
+    m = np.full((n_rows + n_cols, n_cols + n_rows), 1e9)
+    m[rows, cols] = cost
+    m[np.arange(n_rows), n_cols + np.arange(n_rows)] = NO_LINK_COST
+    m[n_rows + np.arange(n_cols), np.arange(n_cols)] = NO_LINK_COST
+    m[n_rows:, n_cols:] = 0.0
+    r, c = linear_sum_assignment(m)
+    return float(m[r, c].sum())
+
+
+def test_sparse_assignment_reaches_the_dense_optimum() -> None:
+    """The sparse augmented assignment (stand-in block = transposed allowed pairs) finds links whose total cost
+    (links + NO_LINK_COST per unlinked item) equals the dense formulation's optimum, on random problems with
+    ties, empty rows and columns, and pairs dearer than two stand-ins."""
+    from efficientcellseg.track import NO_LINK_COST, _assign
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        nr, nc = (int(v) for v in rng.integers(1, 25, 2))
+        idx = rng.choice(nr * nc, size=min(int(rng.integers(1, nr * nc + 1)), 50), replace=False)
+        rows, cols = idx // nc, idx % nc
+        cost = rng.uniform(0.0, 2.5, idx.size)
+        if trial % 3 == 0:
+            cost = np.round(cost, 1)  # ties, and exact zeros
+        links = _assign(nr, nc, rows, cols, cost)
+        assert len({i for i, _ in links}) == len(links) == len({j for _, j in links})  # each item used once
+        table = {(int(r), int(c)): w for r, c, w in zip(rows, cols, cost, strict=True)}
+        total = sum(table[p] for p in links) + NO_LINK_COST * (nr + nc - 2 * len(links))
+        assert total == pytest.approx(_dense_assignment_cost(nr, nc, rows, cols, cost), abs=1e-9)
+
+
+def test_assignment_of_one_huge_component() -> None:
+    """20,000 objects in one chain of allowed pairs (each may go to itself or its neighbour), as a noisy frame
+    of thousands of touching fragments gives: the optimum (everyone to itself) comes back. The dense solver per
+    component needed a 40,000^2 matrix here."""
+    from efficientcellseg.track import _assign
+
+    n = 20_000
+    i = np.arange(n)
+    rows = np.concatenate([i, i[:-1]])
+    cols = np.concatenate([i, i[:-1] + 1])
+    cost = np.concatenate([np.full(n, 0.1), np.full(n - 1, 0.5)])
+    assert sorted(_assign(n, n, rows, cols, cost)) == [(k, k) for k in range(n)]
