@@ -17,6 +17,7 @@
 # --dry-run: CPU, one frame per sequence, two optimizer steps per dataset (the test suite runs it).
 set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/device_env.sh"
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/recipe.sh"
 minutes=5
 dry=0
 wanted=()
@@ -71,10 +72,10 @@ echo "data ready in $((SECONDS - t0)) s" >&2
 models=()
 for ds in "${wanted[@]}"; do
   case "$ds" in
-    MDA231) models+=("MDA231-seg MDA231 Fluo-C3DL-MDA231 seg --denoise-target 0.055 --crop 160"
-                     "MDA231-seg_centers MDA231 Fluo-C3DL-MDA231 seg_centers --denoise-target 0.055 --crop 160") ;;
-    TRIC) models+=("TRIC-seg TRIC Fluo-N3DL-TRIC seg --denoise-target 0.026 --background-radius 8 --crop 128 --lr-patience 1000") ;;
-    A549-SIM) models+=("A549-SIM-seg A549-SIM Fluo-C3DH-A549-SIM seg --denoise-target 0.027 --crop 192") ;;
+    MDA231) models+=("MDA231-seg MDA231 Fluo-C3DL-MDA231 seg $(recipe_flags MDA231)"
+                     "MDA231-seg_centers MDA231 Fluo-C3DL-MDA231 seg_centers $(recipe_flags MDA231)") ;;
+    TRIC) models+=("TRIC-seg TRIC Fluo-N3DL-TRIC seg $(recipe_flags TRIC)") ;;
+    A549-SIM) models+=("A549-SIM-seg A549-SIM Fluo-C3DH-A549-SIM seg $(recipe_flags A549-SIM)") ;;
   esac
 done
 if [ "$dry" = 1 ]; then

@@ -15,6 +15,7 @@ scale="${1:-1.0}"
 shift || true
 wanted="${*:-A549-SIM MDA231 TRIC}"
 source "$(dirname "${BASH_SOURCE[0]}")/shipped_common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/recipe.sh"
 d="$root/runs/rnd_train"
 work="${DENOISED_WORK:-$root/runs/dn}"
 mkdir -p "$d" "$work"
@@ -31,14 +32,14 @@ for ds in $wanted; do
   case "$ds" in
     A549-SIM)
       fit A549-SIM-seg Fluo-C3DH-A549-SIM 45 --dataset A549-SIM --task seg --init-from "$root/models/A549-SIM-seg" \
-        --denoise-target 0.027 --seqs 01 02 11 12 13 14 15 16 17 18 --crop 192 --batch-size 4 --steps-per-epoch 100
+        --seqs 01 02 11 12 13 14 15 16 17 18 --batch-size 4 --steps-per-epoch 100 $(recipe_flags A549-SIM)
       ;;
     MDA231)
       # the foreground network only; the shipped centre network is reused with the same smoothing switched on
       # (benchmarks/denoise_variant.py), as both networks of a pair must see the same input
       fit MDA231-seg Fluo-C3DL-MDA231 60 --dataset MDA231 --task seg --init-from "$root/models/MDA231-seg" \
-        --denoise-target 0.055 --seqs 01 02 03 11 12 13 14 15 16 17 18 --crop 160 --batch-size 4 \
-        --steps-per-epoch 60
+        --seqs 01 02 03 11 12 13 14 15 16 17 18 --batch-size 4 --steps-per-epoch 60 \
+        $(recipe_flags MDA231)
       ;;
     TRIC)
       # TRIC: nuclei on a bright, hazy or uneven background; smoothing alone also blurs away their small
@@ -48,8 +49,7 @@ for ds in $wanted; do
       # kept constant (--lr-patience 1000): with the Gaussian background on 2026-12-03 the plateau scheduler,
       # reading mostly randomized (noisy) validation frames, had cut it to 3e-6 by step 3000 of 7141.
       fit TRIC-seg Fluo-N3DL-TRIC 85 --dataset TRIC --task seg --init-from "$root/models/TRIC-seg" \
-        --denoise-target 0.026 --background-radius 8 --seqs 01 02 11 12 13 14 15 16 --crop 128 --batch-size 4 \
-        --steps-per-epoch 60 --lr-patience 1000
+        --seqs 01 02 11 12 13 14 15 16 --batch-size 4 --steps-per-epoch 60 $(recipe_flags TRIC)
       ;;
     *) echo "train_denoised_models: unknown dataset $ds (MDA231, TRIC or A549-SIM)" >&2; exit 2 ;;
   esac
