@@ -3,9 +3,9 @@
 # Usage: scripts/train_denoised_models.sh [MINUTES_SCALE] [DATASET...]   (default 1.0, all three datasets)
 # Same training data as scripts/train_randomized_models.sh (fixed-profile seeds 101-106 plus domain-randomized
 # seeds 1011-1058), same start (the shipped folder, --init-from) and strong augmentation, plus
-# `--denoise-target` (TRIC also `--background-radius`): frames noisier than the fixed profiles (noise/range
-# ratio above the target, measured on the fixed-profile training frames: MDA231 0.055, TRIC 0.026 after its
-# background removal, A549-SIM 0.027) are smoothed in-plane before pseudocoloring, in training and, through
+# `--denoise-target` (TRIC also `--background-radius`; the values, shared with scripts/gpu_train_batch.sh, are
+# in scripts/recipe.sh): frames noisier than the fixed profiles (noise/range ratio above the target, measured on
+# the fixed-profile training frames) are smoothed in-plane before pseudocoloring, in training and, through
 # config.json, in inference. The networks then learn the smoothed input instead of reading raw noise as
 # background (docs/generalization.md).
 # Torch threads: $TRAIN_THREADS (default 1). Results go to $DENOISED_WORK/<name> (default runs/dn); they resume

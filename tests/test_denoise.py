@@ -100,15 +100,22 @@ def test_background_removal_flattens_haze_keeps_dtype_and_uses_the_range() -> No
     np.testing.assert_array_equal(subtract_background(frame, 0.0), frame)
 
 
+def _nucleus_sheet(first: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """A 120 x 120 TRIC-like sheet: nuclei of radius 4 px on a grid from ``first`` to 109, ``step`` px apart.
+    Returns the coordinate grids ``yy``, ``xx``, the nucleus mask and the centres."""
+    yy, xx = np.mgrid[:120, :120]
+    nuclei = np.zeros((120, 120), bool)
+    centres = [(cy, cx) for cy in range(first, 110, step) for cx in range(first, 110, step)]
+    for cy, cx in centres:
+        nuclei |= (yy - cy) ** 2 + (xx - cx) ** 2 < 16
+    return yy, xx, nuclei, centres
+
+
 def test_background_removal_keeps_densely_packed_nuclei() -> None:
     """Nuclei of radius 4 px packed 10 px apart on a flat background of 30 (a TRIC-like sheet): the opening with a
     12 px disk sits on the gaps, so every nucleus keeps its contrast; an in-plane Gaussian mean of the same
     width would sit halfway up the nuclei and take most of it away."""
-    yy, xx = np.mgrid[:120, :120]
-    nuclei = np.zeros((120, 120), bool)
-    centres = [(cy, cx) for cy in range(15, 110, 10) for cx in range(15, 110, 10)]
-    for cy, cx in centres:
-        nuclei |= (yy - cy) ** 2 + (xx - cx) ** 2 < 16
+    yy, xx, nuclei, centres = _nucleus_sheet(15, 10)
     frame = np.where(nuclei, 130, 30).astype(np.uint8)[None]
     flat = subtract_background(frame, 12.0)[0].astype(float)
     inside = [flat[cy, cx] for cy, cx in centres]
@@ -134,11 +141,7 @@ def test_noisy_frame_is_smoothed_before_its_background_is_removed() -> None:
     minima, so a top-hat taken first and smoothed after leaves the gaps at ~60% of the nuclei; smoothing first
     and then taking the top-hat leaves them near 0. The noise is measured on the flattened raw frame."""
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:120, :120]
-    nuclei = np.zeros((120, 120), bool)
-    for cy in range(12, 110, 12):
-        for cx in range(12, 110, 12):
-            nuclei |= (yy - cy) ** 2 + (xx - cx) ** 2 < 16
+    nuclei = _nucleus_sheet(12, 12)[2]
     frame = np.clip(np.rint(30 + 25 * nuclei[None] + rng.normal(0, 12, (3, 120, 120))), 0, 255).astype(np.uint8)
     before = frame.copy()
     s = DenoiseSettings(0.03, 3.0, background_radius=8.0)

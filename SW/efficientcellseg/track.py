@@ -183,8 +183,9 @@ def overlaps(prev: Foreground, cur: Foreground, n_prev: int, n_cur: int) -> Over
 
 # ----------------------------------------------------------------------------------------------- linking
 def _assign(n_rows: int, n_cols: int, rows: np.ndarray, cols: np.ndarray, cost: np.ndarray) -> list[tuple[int, int]]:
-    """Optimal links between ``n_rows`` and ``n_cols`` items given sparse allowed pairs and their costs; every
-    item may stay unlinked at :data:`NO_LINK_COST`.
+    """Optimal links between ``n_rows`` and ``n_cols`` items given sparse allowed pairs (each pair once: the
+    sparse matrix would add the costs of a repeated pair) and their costs; every item may stay unlinked at
+    :data:`NO_LINK_COST`.
 
     The usual augmented assignment (real items against "unlinked" stand-ins, Jaqaman et al. 2008), kept sparse:
     the stand-in block only holds the transposed allowed pairs, which admits every set of links the dense zero
