@@ -32,7 +32,7 @@ TRAINING_RATIOS = {"MDA231": 0.055, "TRIC": 0.032, "A549-SIM": 0.027}
 
 
 def make_variant(src: Path, out: Path, scale: float = 1.0, datasets: Sequence[str] = tuple(TRAINING_RATIOS),
-                 background_radius: float = 0.0) -> Path:
+                 background_radius: float = 0.0, min_ratio: float = 0.0) -> Path:
     """Copy every model folder of ``src`` whose name starts with one of ``datasets`` into ``out`` and set its
     ``denoise`` target to ``scale`` times the dataset's training ratio (and the top-hat background removal of
     ``background_radius`` px before it, when > 0). Returns ``out``."""
@@ -45,14 +45,17 @@ def make_variant(src: Path, out: Path, scale: float = 1.0, datasets: Sequence[st
             if dst.exists():
                 shutil.rmtree(dst)
             shutil.copytree(folder, dst)
-            settings = DenoiseSettings(round(TRAINING_RATIOS[ds] * scale, 4), background_radius=background_radius)
+            settings = DenoiseSettings(round(TRAINING_RATIOS[ds] * scale, 4), background_radius=background_radius,
+                                       min_ratio=min_ratio)
             removal = (f"the background under objects narrower than a disk of {background_radius} px is removed "
                        "(a top-hat), then " if background_radius > 0 else "")
             note = (f"Noise-adaptive input smoothing (`denoise.py`, an addition to the paper) switched on after "
                     f"training, weights unchanged: {removal}a frame whose noise/range ratio is above "
                     f"{settings.target_ratio} (the ratio of the fixed-profile training frames) is smoothed "
                     f"in-plane, sigma at most {settings.max_sigma} px, before pseudocoloring. Frames as clean as "
-                    f"the training data are not smoothed. Measured in docs/generalization.md.")
+                    f"the training data are not smoothed"
+                    + (f", nor frames with a ratio up to {min_ratio}" if min_ratio > 0 else "")
+                    + ". Measured in docs/generalization.md.")
             update_config(dst, {"denoise": settings.to_config()}, note=note)
             log.info("%s: denoise %s", dst, settings.to_config())
     return out
@@ -66,9 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--datasets", nargs="+", default=list(TRAINING_RATIOS), choices=list(TRAINING_RATIOS))
     ap.add_argument("--background-radius", type=float, default=0.0, metavar="PX",
                     help="also remove the background under objects narrower than a disk of PX pixels first")
+    ap.add_argument("--min-ratio", type=float, default=0.0, metavar="R",
+                    help="leave frames whose noise/range ratio is at most R unsmoothed (denoise min_ratio)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    make_variant(a.src, a.out, a.scale, a.datasets, a.background_radius)
+    make_variant(a.src, a.out, a.scale, a.datasets, a.background_radius, a.min_ratio)
     return 0
 
 

@@ -41,6 +41,21 @@ def test_sigma_is_zero_for_clean_frames_and_grows_with_noise() -> None:
     assert denoise_frame(clean, s) is clean and denoise_frame(noisy, None) is noisy
 
 
+def test_frames_in_the_trained_noise_range_are_not_smoothed() -> None:
+    """``min_ratio``: a frame between the target and ``min_ratio`` stays as it is; a noisier one is smoothed to
+    the target exactly as without ``min_ratio``."""
+    noisy, noisier = _cell_frame(150.0), _cell_frame(300.0)
+    plain = DenoiseSettings(target_ratio=0.05)
+    ranged = DenoiseSettings(target_ratio=0.05, min_ratio=(noise_ratio(noisy) + noise_ratio(noisier)) / 2)
+    assert adaptive_sigma(noisy, plain) > 0.5 and adaptive_sigma(noisy, ranged) == 0.0
+    assert denoise_frame(noisy, ranged) is noisy
+    assert adaptive_sigma(noisier, ranged) == adaptive_sigma(noisier, plain) > 1.0
+    assert DenoiseSettings.from_config({"denoise": ranged.to_config()}) == ranged
+    assert "min_ratio" not in plain.to_config() and ranged.key() != plain.key()
+    with pytest.raises(ValueError, match="min_ratio"):
+        DenoiseSettings(0.05, min_ratio=-0.1)
+
+
 def test_smoothing_keeps_integer_dtype_lowers_noise_and_leaves_the_input_alone() -> None:
     frame = _cell_frame(150.0)
     before = frame.copy()

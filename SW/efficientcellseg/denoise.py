@@ -10,7 +10,8 @@ about that of the training data; frames that are already as clean as the trainin
 - signal range: ``p99.9 - p1`` of the frame after a fixed sigma-2 in-plane Gaussian (on every 2nd pixel);
 - the Gaussian ``sigma`` (pixels, Y and X only) that brings the ratio down to ``target_ratio``, using that a
   Gaussian of width ``sigma`` divides white-noise standard deviation by ``2 * sqrt(pi) * sigma``; capped at
-  ``max_sigma``; 0 when the ratio is already at or below the target.
+  ``max_sigma``; 0 when the ratio is already at or below the target, or at or below ``min_ratio`` (optional:
+  the noise range the network saw unsmoothed in training, so such frames reach it as they were).
 
 Optionally (``background_radius`` > 0) the background is removed too, as a top-hat: every slice minus its
 grey opening with a disk of ``background_radius`` pixels (what is left under any object narrower than the disk;
@@ -52,6 +53,9 @@ class DenoiseSettings:
     target_ratio: float
     max_sigma: float = 3.0
     background_radius: float = 0.0
+    min_ratio: float = 0.0
+    """Frames whose ratio is at or below this are left unsmoothed even when above ``target_ratio`` (the noise
+    range the network was trained on unsmoothed; 0: no such range)."""
 
     def __post_init__(self) -> None:
         if not self.target_ratio > 0:
@@ -60,6 +64,8 @@ class DenoiseSettings:
             raise ValueError(f"denoise max_sigma must be >= 0, got {self.max_sigma}")
         if not self.background_radius >= 0:
             raise ValueError(f"denoise background_radius must be >= 0, got {self.background_radius}")
+        if not self.min_ratio >= 0:
+            raise ValueError(f"denoise min_ratio must be >= 0, got {self.min_ratio}")
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> DenoiseSettings | None:
@@ -74,16 +80,20 @@ class DenoiseSettings:
         return cls(**{k: float(v) for k, v in d.items()})
 
     def to_config(self) -> dict[str, float]:
-        """The JSON form stored under ``denoise`` in ``config.json`` (``background_radius`` only when used)."""
+        """The JSON form stored under ``denoise`` in ``config.json`` (``background_radius`` and ``min_ratio``
+        only when used)."""
         out = {"target_ratio": self.target_ratio, "max_sigma": self.max_sigma}
         if self.background_radius > 0:
             out["background_radius"] = self.background_radius
+        if self.min_ratio > 0:
+            out["min_ratio"] = self.min_ratio
         return out
 
     def key(self) -> str:
         """A short text that identifies the setting (for caches keyed by the network input)."""
         return (f"denoise={self.target_ratio},{self.max_sigma}"
-                + (f",bg_radius={self.background_radius}" if self.background_radius > 0 else ""))
+                + (f",bg_radius={self.background_radius}" if self.background_radius > 0 else "")
+                + (f",min_ratio={self.min_ratio}" if self.min_ratio > 0 else ""))
 
 
 def noise_std(stack: np.ndarray) -> float:
@@ -223,7 +233,7 @@ def adaptive_sigma(stack: np.ndarray, settings: DenoiseSettings) -> float:
 
     ``stack`` is the frame after any background removal (see :func:`denoise_frame`)."""
     ratio = noise_ratio(stack)
-    if ratio <= settings.target_ratio:
+    if ratio <= max(settings.target_ratio, settings.min_ratio):
         return 0.0
     sigma = ratio / (settings.target_ratio * 2.0 * math.sqrt(math.pi))
     return float(min(settings.max_sigma, round(sigma, 2)))
