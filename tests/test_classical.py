@@ -204,12 +204,18 @@ def test_tuning_table_scores_every_sequence_and_pools(tmp_path: Path) -> None:
     from accuracy import CLASSICAL, SeqSpec
 
     seqs = [_tiny_a549_sequence(tmp_path / name) for name in ("a", "b")]
+    for seq in seqs:  # tracking truth: the one cell, one track
+        tra = seq.parent / "01_GT" / "TRA"
+        tra.mkdir()
+        tifffile.imwrite(tra / "man_track000.tif", tifffile.imread(seq.parent / "01_GT" / "SEG" / "man_seg000.tif"))
+        (tra / "man_track.txt").write_text("1 0 0 0\n")
     specs = [("fixed-1", False, SeqSpec("fixed-1", "A549-SIM", seqs[0])),
              ("random-2", True, SeqSpec("random-2", "A549-SIM", seqs[1]))]
-    results = tuning.score_all(specs, {CLASSICAL: None}, tmp_path / "work", threads=1, reuse=False, det=False)
+    results = tuning.score_all(specs, {CLASSICAL: None}, tmp_path / "work", threads=1, reuse=False, det=True)
     assert [r.tag for r in results] == ["fixed-1", "random-2"]
     assert all(0 < r.noise_ratio < 0.2 for r in results)  # noise sd 3 over a range of ~105 grey levels
-    table = tuning.format_table("A549-SIM", results, [CLASSICAL], det=False)
+    assert [r.det for r in results] == [{CLASSICAL: 1.0}] * 2  # the cell found and linked
+    table = tuning.format_table("A549-SIM", results, [CLASSICAL], det=True)
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in table.splitlines()
             if line.startswith("| ") and "---" not in line}
     assert list(rows) == ["A549-SIM tuning sequence", "fixed-1", "random-2", "**randomized, pooled**",
@@ -218,6 +224,7 @@ def test_tuning_table_scores_every_sequence_and_pools(tmp_path: Path) -> None:
     assert seg > 0.8  # a bright ellipsoid on a dark floor
     assert rows["random-2"][2] == rows["fixed-1"][2]  # the same frame, the same score
     assert rows["**all, pooled**"][0] == "2" and rows["**randomized, pooled**"][0] == "1"  # objects
+    assert all(r[3].rstrip(" |") == "1.000" for name, r in rows.items() if name != "A549-SIM tuning sequence")
 
 
 def test_tuning_seeds_are_used_nowhere_else() -> None:
