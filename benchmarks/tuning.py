@@ -32,7 +32,7 @@ for _p in (ROOT / "SW", ROOT, ROOT / "benchmarks"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-from accuracy import CLASSICAL, SeqSpec, parse_models, run_method  # noqa: E402
+from accuracy import CLASSICAL, SeqSpec, model_folders, parse_models, run_method  # noqa: E402
 from efficientcellseg.datasets import get_dataset  # noqa: E402
 from evaluation.ctc_seg import FileScore, score_sequence  # noqa: E402
 from evaluation.seg import pooled_seg  # noqa: E402
@@ -160,6 +160,58 @@ def sum_objects(part: Sequence[SeqResult], method: str) -> int:
     return sum(f.matches.n_objects for r in part for f in r.files[method])
 
 
+def parse_grid(items: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    """``["prob_threshold=0.4,0.5", ...]`` -> ``{"prob_threshold": (0.4, 0.5)}``; ValueError names a bad item."""
+    grid: dict[str, tuple[float, ...]] = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        try:
+            parsed = tuple(float(v) for v in values.split(","))
+        except ValueError:
+            parsed = ()
+        if not sep or not name or not parsed:
+            raise ValueError(f"--grid {item!r}: expected NAME=V1,V2,..., e.g. prob_threshold=0.4,0.5")
+        grid[name] = tuple(int(v) if v.is_integer() and name in INTEGER_PARAMS else v for v in parsed)
+    return grid
+
+
+INTEGER_PARAMS = ("min_size", "min_distance", "center_min_distance")
+"""Post-processing parameters that are counts of pixels or voxels."""
+
+
+def grid_table(dataset: str, specs: Sequence[tuple[str, bool, SeqSpec]], name: str, models_dir: Path,
+               grid: dict[str, tuple[float, ...]]) -> str:
+    """Markdown: the post-processing grid of one model set on every tuning sequence (one network pass each, by
+    ``efficientcellseg.tune.tune_postprocess``), pooled over fixed, randomized and all sequences; the folder's
+    own setting first."""
+    from efficientcellseg.tune import tune_postprocess
+
+    folders = model_folders(models_dir, dataset)
+    per_seq = []
+    for tag, randomized, spec in specs:
+        r = tune_postprocess(spec.dataset, spec.path, model_dir=folders["seg"], centers_model_dir=folders.get("centers"),
+                             grid=grid, device="cpu")
+        trials = [(r.current, r.current_seg)] + r.trials
+        per_seq.append((randomized, r.n_objects, {repr(sorted(p.items())): (p, s) for p, s in trials}))
+    keys = list(per_seq[0][2])
+    names = list(grid)
+
+    def pooled(key: str, which: Sequence[bool]) -> float:
+        part = [(n, d[key][1]) for rnd, n, d in per_seq if rnd in which]
+        return sum(n * s for n, s in part) / max(1, sum(n for n, _ in part))
+
+    lines = [f"| {dataset} {name}: " + " | ".join(names) + " | fixed | randomized | all |",
+             "|---|" + "---|" * (len(names) + 2)]
+    for i, key in enumerate(keys):
+        params = per_seq[0][2][key][0]
+        cells = [str(params[n]) for n in names]
+        if i == 0:
+            cells[0] = f"{cells[0]} (folder)"
+        lines.append("| " + " | ".join(cells) + f" | {pooled(key, [False]):.3f} | {pooled(key, [True]):.3f} | "
+                     f"{pooled(key, [False, True]):.3f} |")
+    return "\n".join(lines) + "\n\nSEG pooled over reference objects of the family A tuning sequences.\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     ap = argparse.ArgumentParser(description="SEG (and DET) of model-folder variants on the family A tuning "
@@ -171,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--frames", type=int, default=None,
                     help="frames per tuning sequence (default: the set's, 3); other counts get their own folders")
     ap.add_argument("--det", action="store_true", help="also link the results over time and report DET")
+    ap.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2,...",
+                    help="instead of the table, grid-search these post-processing parameters for each --models "
+                         "set (one network pass per sequence); repeatable")
     ap.add_argument("--no-classical", action="store_true", help="leave the classical baseline out")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "tuning", help="folder for the data and results")
     ap.add_argument("--md", type=Path, default=None, help="also write the Markdown tables to this file")
@@ -207,6 +262,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         tables = []
         for ds in a.datasets:
             specs = ensure_sequences(a.work / "data", ds, a.frames)
+            if a.grid:
+                grid = parse_grid(a.grid)
+                tables += [grid_table(get_dataset(ds).key, specs, name, folder, grid)
+                           for name, folder in methods.items() if folder is not None]
+                continue
             results = score_all(specs, methods, a.work, a.threads, a.reuse_results, a.det)
             tables.append(format_table(get_dataset(ds).key, results, list(methods), a.det))
     except (ValueError, CTCInputError, ModelError, SegError, TraError) as exc:

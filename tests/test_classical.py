@@ -240,3 +240,21 @@ def test_tuning_seeds_are_used_nowhere_else() -> None:
     others = (set(range(420, 430)) | set(range(440, 446)) | set(range(460, 466)) | set(range(530, 546))
               | {221, 222, 321, 322, 150, 152})
     assert not set(seeds) & (evaluation | training | others)
+
+
+def test_tuning_grid_pools_each_setting_over_the_sequences(tmp_path: Path) -> None:
+    import tuning
+    from accuracy import SeqSpec
+
+    seqs = [_tiny_a549_sequence(tmp_path / name) for name in ("a", "b")]
+    specs = [("fixed-1", False, SeqSpec("fixed-1", "A549-SIM", seqs[0])),
+             ("random-2", True, SeqSpec("random-2", "A549-SIM", seqs[1]))]
+    grid = tuning.parse_grid(["prob_threshold=0.6,0.2"])
+    table = tuning.grid_table("A549-SIM", specs, "shipped", REPO / "models", grid)
+    rows = [line.split(" | ") for line in table.splitlines()[2:] if line.startswith("| ")]
+    # the folder's own setting (0.6) first and not repeated, then 0.2; the same frame in both sequences
+    assert [r[0].lstrip("| ") for r in rows] == ["0.6 (folder)", "0.2"]
+    assert all(r[1] == r[2] == r[3].rstrip(" |") for r in rows)
+    with pytest.raises(ValueError, match="prob_threshold=x"):
+        tuning.parse_grid(["prob_threshold=x"])
+    assert tuning.parse_grid(["min_size=20,100.0"]) == {"min_size": (20, 100)}
