@@ -1,13 +1,14 @@
 """Score variants of a model folder on the family A tuning sequences, where input and post-processing settings
 are chosen (synthetic data, not CTC).
 
-Each dataset has one fixed tuning set (:data:`TUNING_SETS`): a fixed-profile sequence and six domain-randomized
-ones (``synth --randomize``), with seeds that no training, evaluation or other tuning uses. Family B is never
-part of it: settings are chosen here and only then measured with ``benchmarks/accuracy.py``.
+Each dataset has one fixed tuning set (:data:`TUNING_SETS`): fixed-profile sequences and six domain-randomized
+ones (``synth --randomize``), with seeds that no training or evaluation uses. Family B is never part of it:
+settings are chosen here and only then measured with ``benchmarks/accuracy.py``.
 
 For every sequence the script prints SEG (pooled over the reference objects of its frames) of every model set
-and of the classical baseline, the frame's noise/range ratio (``denoise.noise_ratio`` of its first frame), and
-two pooled rows: over the randomized sequences and over all of them. ``--det`` also links each result over time
+and of the classical baseline, and the noise/range ratio of its raw first frame (``denoise.noise_ratio``; a
+model with a top-hat measures it after the top-hat, so TRIC's own figure differs); then pooled rows over the
+fixed, the randomized and all sequences. ``--det`` also links each result over time
 (``efficientcellseg.track``) and adds DET, which is how TRIC's ``min_size`` was chosen. Model sets are given as in
 ``accuracy.py`` (``--models NAME=DIR``; ``benchmarks/denoise_variant.py`` makes variants of the shipped folders).
 
