@@ -103,7 +103,7 @@ def ensure_sequences(data_root: Path, dataset: str, frames: int | None = None) -
 
 
 def first_frame_noise_ratio(spec: SeqSpec) -> float:
-    """``denoise.noise_ratio`` of the sequence's first frame (what the input smoothing measures)."""
+    """``denoise.noise_ratio`` of the sequence's raw first frame (a model with a top-hat measures it after that)."""
     from efficientcellseg.ctc_io import list_frames, read_frame
     from efficientcellseg.denoise import noise_ratio
 
