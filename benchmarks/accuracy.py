@@ -117,6 +117,18 @@ def parse_models(text: str) -> tuple[str, Path]:
     return name, Path(folder)
 
 
+def parse_model_sets(texts: Sequence[str]) -> dict[str, Path | None]:
+    """``--models`` arguments -> ``{name: folder}`` in the given order; ValueError for a malformed or repeated
+    one (see :func:`parse_models`)."""
+    methods: dict[str, Path | None] = {}
+    for text in texts:
+        name, folder = parse_models(text)
+        if name in methods:
+            raise ValueError(f"--models {text!r}: the name {name!r} is given twice")
+        methods[name] = folder
+    return methods
+
+
 def model_folders(models_dir: Path, dataset: str) -> dict[str, Path]:
     """Return ``{task: folder}`` of the dataset's models inside ``models_dir`` (e.g. ``seg``, ``centers``).
     Raises ValueError when one is missing."""
@@ -299,12 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if a.frames < 1:
             raise ValueError(f"--frames must be >= 1, got {a.frames}")
-        methods: dict[str, Path | None] = {}
-        for text in a.models:
-            name, folder = parse_models(text)
-            if name in methods:
-                raise ValueError(f"--models {text!r}: the name {name!r} is given twice")
-            methods[name] = folder
+        methods = parse_model_sets(a.models)
         methods[CLASSICAL] = None
         specs = [parse_seq(s) for s in a.seq]
         if a.generate:

@@ -33,7 +33,7 @@ for _p in (ROOT / "SW", ROOT, ROOT / "benchmarks"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-from accuracy import CLASSICAL, SeqSpec, model_folders, parse_models, run_method  # noqa: E402
+from accuracy import CLASSICAL, SeqSpec, model_folders, parse_model_sets, run_method  # noqa: E402
 from efficientcellseg.datasets import get_dataset  # noqa: E402
 from evaluation.ctc_seg import FileScore, score_sequence  # noqa: E402
 from evaluation.seg import pooled_seg  # noqa: E402
@@ -250,12 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if a.frames is not None and a.frames < 1:
             raise ValueError(f"--frames must be >= 1, got {a.frames}")
-        methods: dict[str, Path | None] = {}
-        for text in a.models:
-            name, folder = parse_models(text)
-            if name in methods:
-                raise ValueError(f"--models {text!r}: the name {name!r} is given twice")
-            methods[name] = folder
+        methods = parse_model_sets(a.models)
         if not a.no_classical:
             methods[CLASSICAL] = None
         if not methods:
