@@ -88,13 +88,13 @@ def ensure_sequences(data_root: Path, dataset: str, frames: int | None = None) -
     as many frames as asked for and its SEG truth exists."""
     from efficientcellseg.synth import generate
 
-    ts = TUNING_SETS[get_dataset(dataset).key]
+    cfg = get_dataset(dataset)
+    ts = TUNING_SETS[cfg.key]
     n = frames or ts.frames
     out = []
     for tag, seed, randomized in ts.sequences():
         root = data_root / f"{tag}-{n}"
-        ds_dir = root / get_dataset(dataset).ctc_name
-        spec = SeqSpec(tag, get_dataset(dataset).key, ds_dir / "01")
+        spec = SeqSpec(tag, cfg.key, root / cfg.ctc_name / "01")
         if not (spec.gt_dir.is_dir() and len(list(spec.path.glob("t*.tif"))) == n):
             log.info("generating %s %s: seed %d, %d frames", dataset, tag, seed, n)
             generate(spec.dataset, root, seq="01", frames=n, seed=seed, small=ts.small, randomize=randomized)
@@ -161,9 +161,14 @@ def sum_objects(part: Sequence[SeqResult], method: str) -> int:
     return sum(f.matches.n_objects for r in part for f in r.files[method])
 
 
-def parse_grid(items: Sequence[str]) -> dict[str, tuple[float, ...]]:
-    """``["prob_threshold=0.4,0.5", ...]`` -> ``{"prob_threshold": (0.4, 0.5)}``; ValueError names a bad item."""
-    grid: dict[str, tuple[float, ...]] = {}
+def parse_grid(items: Sequence[str], kind: str) -> dict[str, tuple[float | int | bool, ...]]:
+    """``["prob_threshold=0.4,0.5", ...]`` -> ``{"prob_threshold": (0.4, 0.5)}`` for post-processing ``kind``.
+    Whole values of an int or bool parameter (by its default, ``postprocess.canonical_params``) become that
+    type, as in ``thresholds.json``. ValueError names a malformed item or an unknown parameter."""
+    from efficientcellseg.postprocess import canonical_params, check_parameter_names
+
+    defaults = canonical_params(kind, {})
+    grid: dict[str, tuple[float | int | bool, ...]] = {}
     for item in items:
         name, sep, values = item.partition("=")
         try:
@@ -172,16 +177,17 @@ def parse_grid(items: Sequence[str]) -> dict[str, tuple[float, ...]]:
             parsed = ()
         if not sep or not name or not parsed:
             raise ValueError(f"--grid {item!r}: expected NAME=V1,V2,..., e.g. prob_threshold=0.4,0.5")
-        grid[name] = tuple(int(v) if v.is_integer() and name in INTEGER_PARAMS else v for v in parsed)
+        try:
+            check_parameter_names(kind, [name])
+        except ValueError as exc:
+            raise ValueError(f"--grid {item!r}: {exc}") from None
+        kind_of = type(defaults[name])
+        grid[name] = tuple(kind_of(v) if kind_of in (int, bool) and v.is_integer() else v for v in parsed)
     return grid
 
 
-INTEGER_PARAMS = ("min_size", "min_distance", "center_min_distance")
-"""Post-processing parameters that are counts of pixels or voxels."""
-
-
 def grid_table(dataset: str, specs: Sequence[tuple[str, bool, SeqSpec]], name: str, models_dir: Path,
-               grid: dict[str, tuple[float, ...]]) -> str:
+               grid: dict[str, tuple[float | int | bool, ...]]) -> str:
     """Markdown: the post-processing grid of one model set on every tuning sequence (one network pass each, by
     ``efficientcellseg.tune.tune_postprocess``), pooled over fixed, randomized and all sequences; the folder's
     own setting first."""
@@ -255,12 +261,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             methods[CLASSICAL] = None
         if not methods:
             raise ValueError("nothing to score: give --models NAME=DIR or leave out --no-classical")
+        # checked before any sequence is generated or network run
+        grids = {ds: parse_grid(a.grid, get_dataset(ds).postprocess) for ds in a.datasets} if a.grid else {}
         tables = []
         for ds in a.datasets:
             specs = ensure_sequences(a.work / "data", ds, a.frames)
             if a.grid:
-                grid = parse_grid(a.grid)
-                tables += [grid_table(get_dataset(ds).key, specs, name, folder, grid)
+                tables += [grid_table(get_dataset(ds).key, specs, name, folder, grids[ds])
                            for name, folder in methods.items() if folder is not None]
                 continue
             results = score_all(specs, methods, a.work, a.threads, a.reuse_results, a.det)

@@ -249,12 +249,17 @@ def test_tuning_grid_pools_each_setting_over_the_sequences(tmp_path: Path) -> No
     seqs = [_tiny_a549_sequence(tmp_path / name) for name in ("a", "b")]
     specs = [("fixed-1", False, SeqSpec("fixed-1", "A549-SIM", seqs[0])),
              ("random-2", True, SeqSpec("random-2", "A549-SIM", seqs[1]))]
-    grid = tuning.parse_grid(["prob_threshold=0.6,0.2"])
+    grid = tuning.parse_grid(["prob_threshold=0.6,0.2"], "largest_component")
     table = tuning.grid_table("A549-SIM", specs, "shipped", REPO / "models", grid)
     rows = [line.split(" | ") for line in table.splitlines()[2:] if line.startswith("| ")]
     # the folder's own setting (0.6) first and not repeated, then 0.2; the same frame in both sequences
     assert [r[0].lstrip("| ") for r in rows] == ["0.6 (folder)", "0.2"]
     assert all(r[1] == r[2] == r[3].rstrip(" |") for r in rows)
     with pytest.raises(ValueError, match="prob_threshold=x"):
-        tuning.parse_grid(["prob_threshold=x"])
-    assert tuning.parse_grid(["min_size=20,100.0"]) == {"min_size": (20, 100)}
+        tuning.parse_grid(["prob_threshold=x"], "largest_component")
+    with pytest.raises(ValueError, match="min_distance"):  # a TRIC parameter, not A549-SIM's
+        tuning.parse_grid(["min_distance=2,3"], "largest_component")
+    # whole values take the type of the parameter's default (int, bool), as thresholds.json stores them
+    grid = tuning.parse_grid(["min_size=20,100.0", "min_distance=2.5,3", "fill_holes=0,1"], "distance_watershed")
+    assert grid == {"min_size": (20, 100), "min_distance": (2.5, 3), "fill_holes": (False, True)}
+    assert [type(v) for vs in grid.values() for v in vs] == [int, int, float, int, bool, bool]
