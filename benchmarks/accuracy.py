@@ -193,21 +193,42 @@ def result_dir(work: Path, method: str, spec: SeqSpec) -> Path:
             / f"{spec.path.name}_RES")
 
 
+def method_digest(models_dir: Path | None, dataset: str) -> str:
+    """What a result folder was made with: sha256 of the dataset's model folders' ``config.json``,
+    ``thresholds.json`` and ``SHA256SUMS`` (settings and weights), or of ``benchmarks/classical.py`` for the
+    classical baseline (``models_dir`` None). Changes to the package's own code are not part of it."""
+    h = hashlib.sha256()
+    if models_dir is None:
+        h.update((ROOT / "benchmarks" / "classical.py").read_bytes())
+        return h.hexdigest()
+    for task, folder in sorted(model_folders(models_dir, dataset).items()):
+        h.update(task.encode())
+        for name in ("config.json", "thresholds.json", "SHA256SUMS"):
+            f = folder / name
+            h.update(name.encode() + (f.read_bytes() if f.is_file() else b"<missing>"))
+    return h.hexdigest()
+
+
 def run_method(method: str, models_dir: Path | None, spec: SeqSpec, work: Path, backend: str,
                threads: int | None, reuse: bool = False) -> Path:
     """Segment ``spec`` with one method into a fresh result folder under ``work``; returns that folder.
 
-    With ``reuse``, a result folder that already holds a mask for every frame is kept as it is (the methods
-    are deterministic, so this only saves time; masks are written atomically, so an interrupted run leaves
-    no half-written mask and that folder is recomputed)."""
+    With ``reuse``, a result folder that already holds a mask for every frame is kept as it is when it was made
+    with the same model folders (:func:`method_digest`, kept beside it as ``<folder>.method``; a method name
+    whose folders changed is recomputed). The methods are deterministic, so this only saves time; masks are
+    written atomically, so an interrupted run leaves no half-written mask and that folder is recomputed."""
     from efficientcellseg.ctc_io import list_frames
 
     cfg = get_dataset(spec.dataset)
     res = result_dir(work, method, spec)
-    if reuse and res.is_dir() and all((res / fr.mask_name).is_file() for fr in list_frames(spec.path)):
+    stamp = res.parent / f"{res.name}.method"
+    digest = method_digest(models_dir, cfg.key)
+    if (reuse and res.is_dir() and stamp.is_file() and stamp.read_text().strip() == digest
+            and all((res / fr.mask_name).is_file() for fr in list_frames(spec.path))):
         log.info("%s on %s %s: reusing %s", method, spec.tag, cfg.key, res)
         return res
     shutil.rmtree(res, ignore_errors=True)
+    stamp.unlink(missing_ok=True)
     start = time.perf_counter()
     if models_dir is None:
         segment_sequence(cfg.key, spec.path, res)
@@ -218,6 +239,7 @@ def run_method(method: str, models_dir: Path | None, spec: SeqSpec, work: Path, 
         predict_sequence(cfg.key, spec.path, res, model_dir=folders["seg"],
                          centers_model_dir=folders.get("centers"), device="cpu", backend=backend,
                          threads=threads)
+    stamp.write_text(digest + "\n")
     log.info("%s on %s %s: %.1f s", method, spec.tag, cfg.key, time.perf_counter() - start)
     return res
 

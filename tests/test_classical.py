@@ -3,6 +3,7 @@ robustness curves (benchmarks/robustness.py) on tiny hand-made or generated data
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ sys.path.insert(0, str(REPO))
 
 from classical import main as classical_main  # noqa: E402
 from classical import segment_classical  # noqa: E402
+from efficientcellseg.weights import update_thresholds  # noqa: E402
 
 
 def _ellipsoid(shape: tuple[int, int, int], centre: tuple[float, float, float],
@@ -121,6 +123,17 @@ def test_accuracy_table_has_classical_row_and_id_ood_split(tmp_path: Path,
                           "--md", str(tmp_path / "again.md"), "-q"]) == 0
     assert [m.stat().st_mtime_ns for m in masks] == stamps  # nothing recomputed
     assert (tmp_path / "again.md").read_text().split("\n")[1:] == text.split("\n")[1:]  # same table
+    # the same method name with changed model folders: its masks are recomputed, the classical ones kept
+    changed = tmp_path / "changed"
+    shutil.copytree(REPO / "models" / "A549-SIM-seg", changed / "A549-SIM-seg",
+                    ignore=shutil.ignore_patterns(".onnx-cache"))
+    update_thresholds(changed / "A549-SIM-seg", {"prob_threshold": 0.5})
+    assert accuracy_main(["--seq", f"A-fixed:A549-SIM:{seq}", "--seq", f"B-dim:A549-SIM:{seq}", "--models",
+                          f"shipped={changed}", "--work", str(tmp_path / "work"), "--reuse-results", "--backend",
+                          "torch", "--threads", "1", "--md", str(tmp_path / "changed.md"), "-q"]) == 0
+    redone = [m.stat().st_mtime_ns != t for m, t in zip(masks, stamps, strict=True)]
+    assert sorted(redone) == [False, False, True, True]
+    assert all(("classical" in m.parts) != r for m, r in zip(masks, redone, strict=True))
 
 
 def test_accuracy_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
