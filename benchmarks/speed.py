@@ -2,7 +2,9 @@
 
 **t_slice** is the median time of one fp32 384x384 pass of the network in ONNX Runtime (batch 1, all cores, random
 weights), measured at the start and at the end of the run; its drift between the two says how steady the host
-was. Every figure is printed both in seconds and in units of t_slice, which compare across hosts far better than
+was (shorter windows between the profiles are printed too: this host runs in phases of some seconds, up to ~30 %
+apart, so a frame's network stage per pass can differ from t_slice by that much; the end-to-end table therefore
+also gives each frame over its own network stage, a ratio from one frame). Every figure is printed both in seconds and in units of t_slice, which compare across hosts far better than
 seconds (on a shared machine the absolute times move by 2-3x between sessions, the ratios much less).
 
 1. The network alone, per 384x384 slice, for every backend (batch 1 and batched): PyTorch fp32 (plain NCHW and
@@ -550,6 +552,22 @@ def peers_rows(comp: dict | None, classical: dict | None, ours: dict | None, t_s
     return rows
 
 
+def between_text(windows: list[dict]) -> str:
+    """'; between profiles: 141.0 (after MDA231), ...' for the t_slice windows measured between profiles."""
+    if not windows:
+        return ""
+    return "; between profiles: " + ", ".join(f"{w['median_ms']:.1f} ms (after {w['after']})" for w in windows)
+
+
+def network_split(stages: dict[str, float], passes: int, ts: float) -> tuple[str, str]:
+    """``(network stage per pass / t_slice, frame / network stage)`` of one frame's median stage times, as text
+    ('-' where the frame has no network stage); ``ts`` is t_slice in seconds."""
+    net = stages.get("network", 0.0)
+    if not net > 0 or passes < 1:
+        return "-", "-"
+    return f"{net / passes / ts:.2f}", f"{stages.get('wall_s', 0.0) / net:.2f}"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
@@ -562,8 +580,8 @@ def report(info: dict[str, str], t_slice: dict[str, dict], net_rows: list[dict],
     lines = [f"Command: `{cmd}`", "", "| machine | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in info.items()]
     lines += ["", f"**t_slice = {1000 * ts:.1f} ms** (one fp32 384x384 ONNX Runtime pass, batch 1, all cores; mean of "
-              f"{t0:.1f} ms at the start and {t1:.1f} ms at the end of the run: drift {100 * (t1 / t0 - 1):+.1f} %). "
-              "Ratios below are multiples of t_slice."]
+              f"{t0:.1f} ms at the start and {t1:.1f} ms at the end of the run: drift {100 * (t1 / t0 - 1):+.1f} %"
+              f"{between_text(t_slice.get('between', []))}). Ratios below are multiples of t_slice."]
     if net_rows:
         lines += ["", "### Network only, per 384x384 slice (random weights)", ""]
         rows = []
@@ -581,7 +599,7 @@ def report(info: dict[str, str], t_slice: dict[str, dict], net_rows: list[dict],
         rows = []
         for r in serial:
             if "error" in r:
-                rows.append([r.get("profile", "?"), f"error: {r['error']}"] + [""] * 13)
+                rows.append([r.get("profile", "?"), f"error: {r['error']}"] + [""] * 16)
                 continue
             m = r["serial_median"]
             wall = m.get("wall_s", 0.0)
@@ -590,19 +608,23 @@ def report(info: dict[str, str], t_slice: dict[str, dict], net_rows: list[dict],
             per_pass = wall / (passes * ts)
             verdict = "" if target is None else f" (target <= {target}: {'met' if per_pass <= target else 'NOT met'})"
             gpu = f"{r['gpu_peak_mib']:.0f}" if r.get("gpu_peak_mib") else "-"
+            net_pass, frame_net = network_split(m, passes, ts)
             rows.append([r["profile"], "x".join(map(str, r["shape"])), "trained" if r["trained_models"] else "untrained",
                          f"{r['backend']}/{r['precision']}", f"{wall:.2f}", _x(wall, ts), str(passes),
-                         f"{per_pass:.2f}{verdict}"]
+                         f"{per_pass:.2f}{verdict}", net_pass, frame_net]
                         + [f"{m.get(k, 0):.2f}" for k in ("read", "denoise", "pseudocolor", "network", "postprocess",
                                                            "write")]
                         + [f"{r['peak_rss_mib']:.0f}", gpu])
         lines += _table(["profile", "frame", "models", "backend", "frame s", "x t_slice", "passes per network",
-                         "frame / (passes x t_slice)", "read s", "denoise s", "pseudocolor s", "network s",
-                         "postprocess s",
+                         "frame / (passes x t_slice)", "network s per pass / t_slice", "frame / network s",
+                         "read s", "denoise s", "pseudocolor s", "network s", "postprocess s",
                          "write s", "peak RSS MiB", "GPU MiB"], rows)
         lines.append("\nMedian over frames 2..N (frame 1 is a warm-up). Passes: slices (MDA231, A549-SIM) or slice "
                      "tiles (TRIC) of one network; MDA231 runs two networks, the centre network only on slices with "
-                     "foreground.")
+                     "foreground. The two columns after the target split it: the network stage per pass in t_slice "
+                     "(tiling, resizing and blending, and how fast the host ran during the frame compared with the "
+                     "t_slice windows) and the whole frame over its network stage (what the other stages add; "
+                     "both figures of this ratio come from the same frame, so host drift hardly moves it).")
     if seqs:
         lines += ["", "### Whole sequences as `predict` runs them (interpreter start, imports, model loading included)",
                   ""]
@@ -695,6 +717,7 @@ def main(argv: list[str] | None = None) -> int:
             serial.append({"profile": prof, **r})
             print(f"serial {prof}: {json.dumps(r)[:300]}", flush=True)
             if a.skip_sequences:
+                t_slice.setdefault("between", []).append({"after": prof, **measure_t_slice(folder, reps=10)})
                 continue
             seq_n = tmp / prof / "sequence"
             seq_n.mkdir()
@@ -705,6 +728,7 @@ def main(argv: list[str] | None = None) -> int:
                 r = run_child("sequence", [prof, str(seq_n), precision, str(int(fresh))], _child_args(a))
                 seqs.append({"profile": prof, **r})
                 print(f"sequence {prof} {precision}: {json.dumps(r)[:300]}", flush=True)
+            t_slice.setdefault("between", []).append({"after": prof, **measure_t_slice(folder, reps=10)})
         comp = classical = None
         if not a.skip_competitors:
             comp = bench_competitors(os.cpu_count() or 1, max(2, rounds // 2))
