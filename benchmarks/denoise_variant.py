@@ -7,6 +7,7 @@ The default targets are the noise/range ratios of the fixed-profile training fra
     .venv/bin/python benchmarks/denoise_variant.py --src models --out runs/variants/dn1
     .venv/bin/python benchmarks/denoise_variant.py --src models --out runs/variants/dn2 --scale 2
     .venv/bin/python benchmarks/denoise_variant.py --datasets TRIC --background-radius 12 --out runs/variants/th12
+    .venv/bin/python benchmarks/denoise_variant.py --datasets A549-SIM --max-sigma 6 --out runs/variants/a549_ms6
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ TRAINING_RATIOS = {"MDA231": 0.055, "TRIC": 0.032, "A549-SIM": 0.027}
 
 
 def make_variant(src: Path, out: Path, scale: float = 1.0, datasets: Sequence[str] = tuple(TRAINING_RATIOS),
-                 background_radius: float = 0.0, min_ratio: float = 0.0) -> Path:
+                 background_radius: float = 0.0, min_ratio: float = 0.0, max_sigma: float = 3.0) -> Path:
     """Copy every model folder of ``src`` whose name starts with one of ``datasets`` into ``out`` and set its
     ``denoise`` target to ``scale`` times the dataset's training ratio (and the top-hat background removal of
-    ``background_radius`` px before it, when > 0). Returns ``out``."""
+    ``background_radius`` px before it, when > 0), with the smoothing capped at ``max_sigma`` px. Returns ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     for ds in datasets:
         for folder in sorted(src.glob(f"{ds}-*")):
@@ -45,8 +46,8 @@ def make_variant(src: Path, out: Path, scale: float = 1.0, datasets: Sequence[st
             if dst.exists():
                 shutil.rmtree(dst)
             shutil.copytree(folder, dst)
-            settings = DenoiseSettings(round(TRAINING_RATIOS[ds] * scale, 4), background_radius=background_radius,
-                                       min_ratio=min_ratio)
+            settings = DenoiseSettings(round(TRAINING_RATIOS[ds] * scale, 4), max_sigma=max_sigma,
+                                       background_radius=background_radius, min_ratio=min_ratio)
             removal = (f"the background under objects narrower than a disk of {background_radius} px is removed "
                        "(a top-hat), then " if background_radius > 0 else "")
             note = (f"Noise-adaptive input smoothing (`denoise.py`, an addition to the paper) switched on after "
@@ -71,9 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="also remove the background under objects narrower than a disk of PX pixels first")
     ap.add_argument("--min-ratio", type=float, default=0.0, metavar="R",
                     help="leave frames whose noise/range ratio is at most R unsmoothed (denoise min_ratio)")
+    ap.add_argument("--max-sigma", type=float, default=3.0, metavar="PX",
+                    help="cap of the smoothing Gaussian in pixels (denoise max_sigma; default 3)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    make_variant(a.src, a.out, a.scale, a.datasets, a.background_radius, a.min_ratio)
+    make_variant(a.src, a.out, a.scale, a.datasets, a.background_radius, a.min_ratio, a.max_sigma)
     return 0
 
 
