@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Fine-tuning with noise-adaptive input smoothing (issue #14; SW/efficientcellseg/denoise.py), on CPU.
 # Usage: scripts/train_denoised_models.sh [MINUTES_SCALE] [DATASET...]   (default 1.0, all three datasets)
+#        DATASET may also be MDA231-seg_centers: MDA231 as ONE network with two outputs (issue #14; foreground +
+#        centre heatmap, task seg_centers, channel 0 and the decoder started from the shipped MDA231-seg)
 # Same training data as scripts/train_randomized_models.sh (fixed-profile seeds 101-106 plus domain-randomized
 # seeds 1011-1058), same start (the shipped folder, --init-from) and strong augmentation, plus
 # `--denoise-target` (TRIC also `--background-radius`; the values, shared with scripts/gpu_train_batch.sh, are
@@ -28,7 +30,7 @@ fit() {  # name dataset-folder minutes [train flags...]
 }
 
 for ds in $wanted; do
-  randomized_training_data "$d" "$ds"
+  randomized_training_data "$d" "${ds%-seg_centers}"
   case "$ds" in
     A549-SIM)
       fit A549-SIM-seg Fluo-C3DH-A549-SIM 45 --dataset A549-SIM --task seg --init-from "$root/models/A549-SIM-seg" \
@@ -51,6 +53,11 @@ for ds in $wanted; do
       fit TRIC-seg Fluo-N3DL-TRIC 85 --dataset TRIC --task seg --init-from "$root/models/TRIC-seg" \
         --seqs 01 02 11 12 13 14 15 16 --batch-size 4 --steps-per-epoch 60 $(recipe_flags TRIC)
       ;;
-    *) echo "train_denoised_models: unknown dataset $ds (MDA231, TRIC or A549-SIM)" >&2; exit 2 ;;
+    MDA231-seg_centers)
+      fit MDA231-seg_centers Fluo-C3DL-MDA231 80 --dataset MDA231 --task seg_centers \
+        --init-from "$root/models/MDA231-seg" --seqs 01 02 03 11 12 13 14 15 16 17 18 --batch-size 4 \
+        --steps-per-epoch 60 $(recipe_flags MDA231)
+      ;;
+    *) echo "train_denoised_models: unknown dataset $ds (MDA231, MDA231-seg_centers, TRIC or A549-SIM)" >&2; exit 2 ;;
   esac
 done
