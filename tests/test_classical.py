@@ -136,6 +136,25 @@ def test_accuracy_table_has_classical_row_and_id_ood_split(tmp_path: Path,
     assert all(("classical" in m.parts) != r for m, r in zip(masks, redone, strict=True))
 
 
+def test_model_sets_with_one_mda231_network_are_one_folder(tmp_path: Path) -> None:
+    """A model set whose MDA231-seg gives the centre heatmap too (task seg_centers) needs no centre folder; the
+    paper's pair needs both, and a missing one is named."""
+    from accuracy import method_digest, model_folders
+
+    from efficientcellseg.weights import create_untrained_model_folder
+
+    one = tmp_path / "one"
+    create_untrained_model_folder(one / "MDA231-seg", "MDA231", task="seg_centers")
+    assert model_folders(one, "MDA231") == {"seg": one / "MDA231-seg"}
+    assert len(method_digest(one, "MDA231")) == 64
+    pair = tmp_path / "pair"
+    create_untrained_model_folder(pair / "MDA231-seg", "MDA231", task="seg")
+    with pytest.raises(ValueError, match="MDA231-centers"):
+        model_folders(pair, "MDA231")
+    create_untrained_model_folder(pair / "MDA231-centers", "MDA231", task="centers")
+    assert set(model_folders(pair, "MDA231")) == {"seg", "centers"}
+
+
 def test_accuracy_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from accuracy import main as accuracy_main
 
