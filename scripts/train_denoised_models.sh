@@ -54,9 +54,12 @@ for ds in $wanted; do
         --seqs 01 02 11 12 13 14 15 16 --batch-size 4 --steps-per-epoch 60 $(recipe_flags TRIC)
       ;;
     MDA231-seg_centers)
+      # constant learning rate (--lr-patience 1000): the heatmap channel is new, and on 2026-12-04 the plateau
+      # scheduler (3 validation frames, two of them randomized) had cut the rate to 1.25e-5 by epoch 27 while
+      # the heatmap was still unlearned (validation heatmap IoU 0.009, centre F1 0.40)
       fit MDA231-seg_centers Fluo-C3DL-MDA231 80 --dataset MDA231 --task seg_centers \
         --init-from "$root/models/MDA231-seg" --seqs 01 02 03 11 12 13 14 15 16 17 18 --batch-size 4 \
-        --steps-per-epoch 60 $(recipe_flags MDA231)
+        --steps-per-epoch 60 --lr-patience 1000 $(recipe_flags MDA231)
       ;;
     *) echo "train_denoised_models: unknown dataset $ds (MDA231, MDA231-seg_centers, TRIC or A549-SIM)" >&2; exit 2 ;;
   esac
