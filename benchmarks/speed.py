@@ -2,10 +2,11 @@
 
 **t_slice** is the median time of one fp32 384x384 pass of the network in ONNX Runtime (batch 1, all cores, random
 weights), measured at the start and at the end of the run; its drift between the two says how steady the host
-was (shorter windows between the profiles are printed too: this host runs in phases of some seconds, up to ~30 %
-apart, so a frame's network stage per pass can differ from t_slice by that much; the end-to-end table therefore
-also gives each frame over its own network stage, a ratio from one frame). Every figure is printed both in seconds and in units of t_slice, which compare across hosts far better than
-seconds (on a shared machine the absolute times move by 2-3x between sessions, the ratios much less).
+was (shorter windows between the profiles are printed too: this host runs in phases of some seconds, up to
+~30 % apart, so a frame's network stage per pass can differ from t_slice by that much; the end-to-end table
+therefore also gives each frame over its own network stage, a ratio from one frame). Every figure is printed
+both in seconds and in units of t_slice, which compare across hosts far better than seconds (on a shared
+machine the absolute times move by 2-3x between sessions, the ratios much less).
 
 1. The network alone, per 384x384 slice, for every backend (batch 1 and batched): PyTorch fp32 (plain NCHW and
    the pipeline's channels_last runner), PyTorch bf16 (opt-in), ONNX Runtime on the literal trace, on the
@@ -623,8 +624,9 @@ def report(info: dict[str, str], t_slice: dict[str, dict], net_rows: list[dict],
                      "tiles (TRIC) of one network; MDA231 runs two networks, the centre network only on slices with "
                      "foreground. The two columns after the target split it: the network stage per pass in t_slice "
                      "(tiling, resizing and blending, and how fast the host ran during the frame compared with the "
-                     "t_slice windows) and the whole frame over its network stage (what the other stages add; "
-                     "both figures of this ratio come from the same frame, so host drift hardly moves it).")
+                     "t_slice windows; MDA231's stage holds both networks' passes) and the whole frame over its "
+                     "network stage (what the other stages add; both figures of this ratio come from the same "
+                     "frame, so host drift hardly moves it).")
     if seqs:
         lines += ["", "### Whole sequences as `predict` runs them (interpreter start, imports, model loading included)",
                   ""]
