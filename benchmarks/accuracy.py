@@ -202,18 +202,17 @@ def result_dir(work: Path, method: str, spec: SeqSpec) -> Path:
 
 
 def method_digest(models_dir: Path | None, dataset: str) -> str:
-    """What a result folder was made with: sha256 of the dataset's model folders' ``config.json``,
-    ``thresholds.json`` and ``SHA256SUMS`` (settings and weights), or of ``benchmarks/classical.py`` for the
-    classical baseline (``models_dir`` None). Changes to the package's own code are not part of it."""
+    """What a result folder was made with: sha256 of the dataset's model folders' ``SHA256SUMS`` (it lists the
+    digests of config.json, thresholds.json and the weights, and loading refuses a folder that does not match
+    it), or of ``benchmarks/classical.py`` for the classical baseline (``models_dir`` None). Changes to the
+    package's own code are not part of it."""
     h = hashlib.sha256()
     if models_dir is None:
         h.update((ROOT / "benchmarks" / "classical.py").read_bytes())
         return h.hexdigest()
     for task, folder in sorted(model_folders(models_dir, dataset).items()):
-        h.update(task.encode())
-        for name in ("config.json", "thresholds.json", "SHA256SUMS"):
-            f = folder / name
-            h.update(name.encode() + (f.read_bytes() if f.is_file() else b"<missing>"))
+        sums = folder / "SHA256SUMS"
+        h.update(task.encode() + (sums.read_bytes() if sums.is_file() else b"<missing>"))
     return h.hexdigest()
 
 

@@ -718,18 +718,16 @@ def main(argv: list[str] | None = None) -> int:
             r = run_child("serial", [prof, str(serial_dir), a.precision], _child_args(a))
             serial.append({"profile": prof, **r})
             print(f"serial {prof}: {json.dumps(r)[:300]}", flush=True)
-            if a.skip_sequences:
-                t_slice.setdefault("between", []).append({"after": prof, **measure_t_slice(folder, reps=10)})
-                continue
-            seq_n = tmp / prof / "sequence"
-            seq_n.mkdir()
-            for t in range(STARTUP_FRAMES[prof]):
-                os.link(seq_dir / f"t{t:03d}.tif", seq_n / f"t{t:03d}.tif")
-            runs = [(a.precision, False)] + ([("int8", True)] if a.first_int8 else [])
-            for precision, fresh in runs:
-                r = run_child("sequence", [prof, str(seq_n), precision, str(int(fresh))], _child_args(a))
-                seqs.append({"profile": prof, **r})
-                print(f"sequence {prof} {precision}: {json.dumps(r)[:300]}", flush=True)
+            if not a.skip_sequences:
+                seq_n = tmp / prof / "sequence"
+                seq_n.mkdir()
+                for t in range(STARTUP_FRAMES[prof]):
+                    os.link(seq_dir / f"t{t:03d}.tif", seq_n / f"t{t:03d}.tif")
+                runs = [(a.precision, False)] + ([("int8", True)] if a.first_int8 else [])
+                for precision, fresh in runs:
+                    r = run_child("sequence", [prof, str(seq_n), precision, str(int(fresh))], _child_args(a))
+                    seqs.append({"profile": prof, **r})
+                    print(f"sequence {prof} {precision}: {json.dumps(r)[:300]}", flush=True)
             t_slice.setdefault("between", []).append({"after": prof, **measure_t_slice(folder, reps=10)})
         comp = classical = None
         if not a.skip_competitors:
