@@ -206,6 +206,15 @@ def test_two_output_seg_centers_model(tric: Path, tmp_path: Path) -> None:
     rec = json.loads((out / "config.json").read_text())["training"]
     assert rec["init_from"]["new_head_channels"] == [1] and "center_f1" in rec["best_validation"]
 
+    # from a centre folder: its heatmap head becomes channel 1, the foreground channel 0 is new
+    cen = train(_cfg(tric, tmp_path / "cen", task="centers"))
+    out2 = train(replace(cfg, out=tmp_path / "sc2", init_from=cen, lr=0.0))
+    head2, head_cen = load_model_folder(out2).net.head[0], load_model_folder(cen).net.head[0]
+    assert torch.equal(head2.weight[1:].float(), head_cen.weight.float())
+    assert torch.equal(head2.bias[1:].float(), head_cen.bias.float())  # the learned heatmap bias, not reset to -4
+    rec2 = json.loads((out2 / "config.json").read_text())["training"]
+    assert rec2["init_from"]["new_head_channels"] == [0]
+
 
 def test_denoise_target_smooths_training_inputs_and_travels_with_the_model(tric: Path, tmp_path: Path) -> None:
     """--denoise-target (and --background-radius): training sees the smoothed frame, the folder stores the setting,
@@ -239,11 +248,14 @@ def test_train_command_line_passes_schedule_and_input_settings(tmp_path: Path, m
     seen: list[TrainConfig] = []
     monkeypatch.setattr(train_mod, "train", lambda cfg: seen.append(cfg) or tmp_path)
     rc = main(["train", "--dataset", "TRIC", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "-q",
-               "--lr-patience", "1000", "--denoise-target", "0.026", "--background-radius", "8"])
+               "--lr-patience", "1000", "--denoise-target", "0.026", "--background-radius", "8",
+               "--center-weight", "3"])
     assert rc == 0 and len(seen) == 1
     assert (seen[0].lr_patience, seen[0].denoise_target, seen[0].background_radius) == (1000, 0.026, 8.0)
+    assert seen[0].center_weight == 3.0
     main(["train", "--dataset", "TRIC", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "-q"])
     assert seen[1].lr_patience == 3 and seen[1].background_radius == 0.0  # the defaults
+    assert seen[1].center_weight == 1.0
 
 
 def test_prefetched_batches_equal_a_plain_loop() -> None:

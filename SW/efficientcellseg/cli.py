@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out if there is one")
     p.add_argument("--init-from", type=Path, default=None,
                    help="start from all weights of this model folder (fine-tuning, same architecture)")
+    p.add_argument("--center-weight", type=float, default=1.0, metavar="W",
+                   help="task seg_centers: weight of the centre heatmap loss against the foreground loss (default 1)")
     p.add_argument("--ema-decay", type=float, default=0.0,
                    help="validate and save an exponential moving average of the weights (e.g. 0.999; 0 = off)")
     p.add_argument("--denoise-target", type=float, default=None, metavar="RATIO",
@@ -229,6 +231,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         init_from=a.init_from, ema_decay=a.ema_decay, denoise_target=a.denoise_target,
         background_radius=a.background_radius, time_limit_min=a.time_limit, val_fraction=a.val_fraction,
         patience=a.patience, lr_patience=a.lr_patience, threads=a.threads, augment=AUGMENT_PRESETS[a.augment],
+        center_weight=a.center_weight,
     )
     train(cfg)
     return 0

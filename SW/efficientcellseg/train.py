@@ -267,7 +267,15 @@ def centre_heatmaps(
     return heat
 
 
-def _init_from_folder(net: torch.nn.Module, folder: Path) -> dict[str, Any]:
+def _head_channels(src_task: str, task: str, n_have: int, n_want: int) -> list[int]:
+    """Which output channel of the network to train each head channel of the starting folder becomes: a
+    ``centers`` folder's heatmap is channel 1 of ``seg_centers``; otherwise channels keep their order."""
+    if src_task == "centers" and task == "seg_centers":
+        return [1]
+    return list(range(n_have)) if n_have <= n_want else []
+
+
+def _init_from_folder(net: torch.nn.Module, folder: Path, task: str) -> dict[str, Any]:
     """Load all weights of a verified model folder into ``net`` (must have the same architecture);
     returns what the model card should say about that starting point."""
     from efficientcellseg.weights import load_model_folder
@@ -275,23 +283,25 @@ def _init_from_folder(net: torch.nn.Module, folder: Path) -> dict[str, Any]:
     lm = load_model_folder(folder)  # fp32 network rebuilt from the folder's architecture kwargs
     have, want = dict(lm.net.init_kwargs), dict(net.init_kwargs)
     n_have, n_want = have.pop("out_channels", 1), want.pop("out_channels", 1)
-    if have != want or n_have > n_want:
+    mapping = _head_channels(str(lm.config.get("task", "seg")), task, n_have, n_want)
+    if have != want or len(mapping) != n_have:
         raise ModelError(f"{folder}: architecture {lm.net.init_kwargs} differs from the one to train "
                          f"{net.init_kwargs}; use a folder trained with the same decoder and outputs")
     state = lm.net.state_dict()
-    if n_have < n_want:  # e.g. a one-output seg model starting a seg_centers model: extra head channels are new
+    new_channels = [c for c in range(n_want) if c not in mapping]
+    if mapping != list(range(n_want)):  # e.g. a one-output folder starting a seg_centers model
         own = net.state_dict()
         for k in ("head.0.weight", "head.0.bias"):
-            own[k][:n_have] = state[k]
+            own[k][mapping] = state[k]
             state[k] = own[k]
-        log.info("head channels %d..%d of %s are new (not in %s)", n_have, n_want - 1, net.__class__.__name__,
-                 folder)
+        log.info("head channels %s of %s come from %s channels %s; %s are new", mapping,
+                 net.__class__.__name__, folder, list(range(n_have)), new_channels)
     net.load_state_dict(state)
     log.info("initialised all weights from %s (sha256 %s)", folder, lm.sha256[:12])
     prev = lm.config.get("training", {})
     summary = {"folder": str(folder), "sha256": lm.sha256}
-    if n_have < n_want:
-        summary["new_head_channels"] = list(range(n_have, n_want))
+    if new_channels:
+        summary["new_head_channels"] = new_channels
     summary.update({k: prev[k] for k in ("epochs", "steps", "wall_time_s", "device", "init_from") if k in prev})
     return summary
 
@@ -711,9 +721,9 @@ def train(cfg: TrainConfig) -> Path:
     net = EfficientCellSeg(decoder_channels=cfg.decoder_channels or PAPER_DECODER_CHANNELS,
                            out_channels=output_channels(cfg.task))
     load_encoder_weights(net, cfg.encoder_weights)
-    parent = _init_from_folder(net, Path(cfg.init_from)) if cfg.init_from is not None else None
+    parent = _init_from_folder(net, Path(cfg.init_from), cfg.task) if cfg.init_from is not None else None
     heat_channel = {"centers": 0, "seg_centers": 1}.get(cfg.task)
-    if heat_channel is not None and (parent is None or parent.get("new_head_channels")):
+    if heat_channel is not None and (parent is None or heat_channel in parent.get("new_head_channels", [])):
         with torch.no_grad():  # start from a low heatmap everywhere (sparse targets), as CenterNet does
             net.head[0].bias[heat_channel].fill_(-4.0)
     arch = dict(net.init_kwargs)
