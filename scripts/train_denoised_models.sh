@@ -59,7 +59,8 @@ for ds in $wanted; do
       # the heatmap was still unlearned (validation heatmap IoU 0.009, centre F1 0.40). A start from the shipped
       # MDA231-centers instead (--init-from that folder: its heatmap head becomes channel 1, the foreground channel
       # is new) was tried on 2026-12-04: validation peaked at 0.473 (epoch 13; IoU 0.471, centre F1 0.475), then
-      # both outputs collapsed (0.08 from epoch 18 on), so this start is kept
+      # both outputs collapsed (0.08 from epoch 18 on); at --lr 5e-5 the new foreground channel never learned
+      # (IoU 0.03 after 1,140 steps). So this start is kept
       fit MDA231-seg_centers Fluo-C3DL-MDA231 80 --dataset MDA231 --task seg_centers \
         --init-from "$root/models/MDA231-seg" --seqs 01 02 03 11 12 13 14 15 16 17 18 --batch-size 4 \
         --steps-per-epoch 60 --lr-patience 1000 $(recipe_flags MDA231)
