@@ -267,12 +267,12 @@ def centre_heatmaps(
     return heat
 
 
-def _head_channels(src_task: str, task: str, n_have: int, n_want: int) -> list[int]:
+def _head_channels(src_task: str, task: str, n_have: int) -> list[int]:
     """Which output channel of the network to train each head channel of the starting folder becomes: a
     ``centers`` folder's heatmap is channel 1 of ``seg_centers``; otherwise channels keep their order."""
     if src_task == "centers" and task == "seg_centers":
         return [1]
-    return list(range(n_have)) if n_have <= n_want else []
+    return list(range(n_have))
 
 
 def _init_from_folder(net: torch.nn.Module, folder: Path, task: str) -> dict[str, Any]:
@@ -283,8 +283,8 @@ def _init_from_folder(net: torch.nn.Module, folder: Path, task: str) -> dict[str
     lm = load_model_folder(folder)  # fp32 network rebuilt from the folder's architecture kwargs
     have, want = dict(lm.net.init_kwargs), dict(net.init_kwargs)
     n_have, n_want = have.pop("out_channels", 1), want.pop("out_channels", 1)
-    mapping = _head_channels(str(lm.config.get("task", "seg")), task, n_have, n_want)
-    if have != want or len(mapping) != n_have:
+    mapping = _head_channels(str(lm.config.get("task", "seg")), task, n_have)
+    if have != want or max(mapping) >= n_want:
         raise ModelError(f"{folder}: architecture {lm.net.init_kwargs} differs from the one to train "
                          f"{net.init_kwargs}; use a folder trained with the same decoder and outputs")
     state = lm.net.state_dict()
