@@ -193,8 +193,10 @@ def grid_table(dataset: str, specs: Sequence[tuple[str, bool, SeqSpec]], name: s
     """Markdown: the post-processing grid of one model set on every tuning sequence (one network pass each, by
     ``efficientcellseg.tune.tune_postprocess``), pooled over fixed, randomized and all sequences; the folder's
     own setting first."""
+    from efficientcellseg.postprocess import canonical_params
     from efficientcellseg.tune import tune_postprocess
 
+    kind = get_dataset(dataset).postprocess
     folders = model_folders(models_dir, dataset)
     per_seq = []
     for tag, randomized, spec in specs:
@@ -212,7 +214,7 @@ def grid_table(dataset: str, specs: Sequence[tuple[str, bool, SeqSpec]], name: s
     lines = [f"| {dataset} {name}: " + " | ".join(names) + " | fixed | randomized | all |",
              "|---|" + "---|" * (len(names) + 2)]
     for i, key in enumerate(keys):
-        params = per_seq[0][2][key][0]
+        params = canonical_params(kind, per_seq[0][2][key][0])  # the folder's own may omit a default
         cells = [str(params[n]) for n in names]
         if i == 0:
             cells[0] = f"{cells[0]} (folder)"

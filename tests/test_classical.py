@@ -295,3 +295,24 @@ def test_tuning_grid_pools_each_setting_over_the_sequences(tmp_path: Path) -> No
     grid = tuning.parse_grid(["min_size=20,100.0", "min_distance=2.5,3", "fill_holes=0,1"], "distance_watershed")
     assert grid == {"min_size": (20, 100), "min_distance": (2.5, 3), "fill_holes": (False, True)}
     assert [type(v) for vs in grid.values() for v in vs] == [int, int, float, int, bool, bool]
+
+
+def test_tuning_grid_shows_the_folders_default_for_a_parameter_its_thresholds_omit(monkeypatch) -> None:
+    """A grid over a parameter the folder's thresholds.json does not set (TRIC's ``boundary_fraction`` before
+    it was shipped) shows the folder's row with the default (0.0), not a KeyError after the whole run."""
+    import tuning
+    from accuracy import SeqSpec
+
+    import efficientcellseg.tune as tune_mod
+
+    def fake_tune(dataset, path, **kwargs):
+        grid = kwargs["grid"]
+        trials = [({"boundary_fraction": v}, 0.5 + v) for v in grid["boundary_fraction"]]
+        return tune_mod.TuneResult({"prob_threshold": 0.35}, 0.5, trials[-1][0], trials[-1][1], trials, 10, [0])
+
+    monkeypatch.setattr(tune_mod, "tune_postprocess", fake_tune)
+    specs = [("fixed-1", False, SeqSpec("fixed-1", "TRIC", Path("unused")))]
+    grid = tuning.parse_grid(["boundary_fraction=0.3"], "distance_watershed")
+    table = tuning.grid_table("TRIC", specs, "shipped", REPO / "models", grid)
+    rows = [line.split(" | ") for line in table.splitlines()[2:] if line.startswith("| ")]
+    assert [(r[0].lstrip("| "), r[1]) for r in rows] == [("0.0 (folder)", "0.500"), ("0.3", "0.800")]

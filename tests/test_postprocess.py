@@ -17,7 +17,9 @@ from efficientcellseg.postprocess import (
     find_seeds,
     largest_component,
     parameter_names,
+    needs_signal,
     postprocess,
+    refine_boundaries,
     remove_small_objects,
     signal_gate,
     signal_map,
@@ -299,12 +301,113 @@ def test_signal_gate_parameter_checks() -> None:
         largest_component(prob, signal_fraction=0.4)
     with pytest.raises(ValueError, match=r"signal_fraction=1.5 \(must be in \[0, 1\)\)"):
         largest_component(prob, signal_map(raw), signal_fraction=1.5)
-    with pytest.raises(ValueError, match="does not read the raw signal"):
-        postprocess("distance_watershed", prob, {}, signal=signal_map(raw))
+    plain = postprocess("distance_watershed", prob, {}, signal=signal_map(raw))  # read only when asked
+    assert np.array_equal(plain, distance_watershed(prob))
     via_dispatch = postprocess("largest_component", prob, {"signal_fraction": 0.4}, signal=signal_map(raw))
     assert np.array_equal(via_dispatch, largest_component(prob, signal_map(raw), signal_fraction=0.4))
     with pytest.raises(ValueError, match=r"must be \(Z, Y, X\)"):
         signal_map(raw[0])
+
+
+def _blurred_discs(sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Three true discs (5 slices, radius 8 px) of different brightness on a background of 50, the signal
+    blurred in-plane by ``sigma`` (a point spread function) and then by :func:`signal_map`."""
+    truth = np.zeros((5, 40, 100), np.int32)
+    raw = np.full(truth.shape, 50.0, np.float32)
+    for i, (cx, level) in enumerate(((20, 1000.0), (50, 300.0), (80, 120.0)), start=1):
+        disc = ellipsoid((1, 40, 100), (0, 20, cx), (1, 8, 8))[0]
+        truth[:, disc] = i
+        raw[:, disc] += level
+    raw = ndi.gaussian_filter(raw, (0, sigma, sigma))
+    return truth, signal_map(raw)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.logical_and(a, b).sum() / np.logical_or(a, b).sum())
+
+
+@pytest.mark.parametrize("sigma", [1.0, 3.0])
+def test_refine_boundaries_moves_edges_too_large_and_too_small_to_the_objects_own_half_contrast(sigma) -> None:
+    """Whatever the blur, each object drawn too large (radius 11, ring 4) or too small (radius 6, ring 8)
+    comes back close to its true disc (radius 8), each relative to its own brightness (a 1000, a 300 and a
+    120 grey-level object). An object drawn too small needs a ring that reaches past its blurred edge into
+    the background: with ring 4 the radius-6 disc's ring is mostly blurred cell, and it grows only part of
+    the way (IoU 0.74).
+    """
+    truth, signal = _blurred_discs(sigma)
+    for radius, ring in ((11, 4), (6, 8)):
+        drawn = np.zeros_like(truth)
+        for i, cx in enumerate((20, 50, 80), start=1):
+            drawn[:, ellipsoid((1, 40, 100), (0, 20, cx), (1, radius, radius))[0]] = i
+        out = refine_boundaries(drawn, signal, fraction=0.5, ring=ring)
+        assert out.dtype == np.int32
+        for i in (1, 2, 3):
+            before, after = _iou(drawn == i, truth == i), _iou(out == i, truth == i)
+            assert after > 0.85 and after > before + 0.1, (radius, i, before, after)
+    assert np.array_equal(refine_boundaries(truth, signal, fraction=0.0, ring=4), truth)
+
+
+def test_refine_boundaries_never_changes_owners_and_keeps_objects_without_contrast() -> None:
+    """Two touching objects stay apart along their shared edge; an object whose signal is flat is kept as
+    drawn; an object only grows within its ring."""
+    labels = np.zeros((2, 30, 60), np.int32)
+    labels[:, 10:20, 10:20] = 1
+    labels[:, 10:20, 20:30] = 2
+    labels[:, 10:20, 40:50] = 3
+    signal = np.full(labels.shape, 10.0, np.float32)
+    signal[:, 8:22, 8:32] = 500.0   # objects 1 and 2 are 2 px too small on their outer sides
+    signal[:, 10:20, 40:50] = 10.0  # object 3: no contrast at all
+    out = refine_boundaries(labels, signal, fraction=0.5, ring=4)
+    assert (out[:, 8:22, 8:20] == 1).all() and (out[:, 8:22, 20:32] == 2).all()
+    assert not out[:, :, 32:40].any() and not out[:, :8].any()
+    assert np.array_equal(out == 3, labels == 3)
+    with pytest.raises(ValueError, match="must be \\(Z, Y, X\\) arrays of one shape"):
+        refine_boundaries(labels[0], signal[0], fraction=0.5, ring=4)
+
+
+def test_refine_boundaries_grow_only_adds_ring_voxels_and_keeps_every_own_voxel() -> None:
+    """``grow_only`` (MDA231): a disc drawn too small grows to its true edge, one drawn too large keeps all
+    its voxels; centers_watershed with ``grow_fraction`` needs the signal and grows a too-small cell."""
+    truth, signal = _blurred_discs(1.0)
+    small = np.zeros_like(truth)
+    large = np.zeros_like(truth)
+    for i, cx in enumerate((20, 50, 80), start=1):
+        small[:, ellipsoid((1, 40, 100), (0, 20, cx), (1, 6, 6))[0]] = i
+        large[:, ellipsoid((1, 40, 100), (0, 20, cx), (1, 11, 11))[0]] = i
+    grown = refine_boundaries(small, signal, fraction=0.5, ring=8, grow_only=True)
+    assert all(_iou(grown == i, truth == i) > 0.85 for i in (1, 2, 3))
+    assert np.array_equal(grown[small > 0], small[small > 0])
+    assert np.array_equal(refine_boundaries(large, signal, fraction=0.5, ring=8, grow_only=True), large)
+    prob = as_prob(small > 0)
+    centers = np.zeros(prob.shape, np.float32)
+    params = {"prob_threshold": 0.5, "center_threshold": 0.5, "z_scale": 1.0, "min_size": 20}
+    plain = centers_watershed(prob, centers, **params)
+    out = centers_watershed(prob, centers, signal, grow_fraction=0.5, grow_ring=8, **params)
+    assert out.max() == plain.max() == 3
+    assert _iou(out > 0, truth > 0) > 0.85 > _iou(plain > 0, truth > 0) + 0.1
+    with pytest.raises(ValueError, match="grow_fraction > 0 needs the raw signal"):
+        centers_watershed(prob, centers, grow_fraction=0.5, **params)
+    assert needs_signal("centers_watershed", {"grow_fraction": 0.4})
+
+
+def test_distance_watershed_refines_boundaries_on_the_raw_signal() -> None:
+    """TRIC's kind with ``boundary_fraction``: a probability drawn 3 px too wide around three blurred discs
+    gives objects close to the discs; the signal is required; ``needs_signal`` says when it is read."""
+    truth, signal = _blurred_discs(2.0)
+    wide = ndi.binary_dilation(truth > 0, structure=np.ones((1, 7, 7), bool))
+    prob = as_prob(wide)
+    params = {"prob_threshold": 0.5, "min_distance": 6, "z_scale": 1.0, "min_size": 20}
+    plain = distance_watershed(prob, **params)
+    refined = postprocess("distance_watershed", prob, {**params, "boundary_fraction": 0.5}, signal=signal)
+    assert refined.dtype == np.uint16 and refined.max() == plain.max() == 3
+    assert _iou(refined > 0, truth > 0) > 0.85 > _iou(plain > 0, truth > 0) + 0.1
+    with pytest.raises(ValueError, match="boundary_fraction > 0 needs the raw signal"):
+        distance_watershed(prob, boundary_fraction=0.5)
+    with pytest.raises(ValueError, match="boundary_ring=2.5"):
+        distance_watershed(prob, signal, boundary_fraction=0.5, boundary_ring=2.5)
+    assert needs_signal("distance_watershed", {"boundary_fraction": 0.3})
+    assert not needs_signal("distance_watershed", {"boundary_fraction": 0.0, "min_size": 100})
+    assert needs_signal("largest_component", {"signal_fraction": 0.4})
 
 
 def test_hole_opened_by_first_slice_is_filled_per_slice() -> None:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
-from skimage.segmentation import watershed
+from skimage.segmentation import expand_labels, watershed
 
 from efficientcellseg.ctc_io import MAX_LABEL
 from efficientcellseg.errors import CTCInputError
@@ -293,6 +293,12 @@ def _finite(v: Any) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- raw signal
+BOUNDARY_BACKGROUND_QUANTILE = 10.0
+"""Percentile of the raw signal in an object's ring that :func:`refine_boundaries` takes as its background (a
+low one: in dense tissue part of the ring lies on neighbouring objects; 10 was chosen against 20, 30 and 50 on
+TRIC's family A tuning frames, docs/generalization.md)."""
+BOUNDARY_TOP_QUANTILE = 90.0
+"""Percentile of the raw signal inside an object that :func:`refine_boundaries` takes as its bright level."""
 SIGNAL_SIGMA = 2.0
 """In-plane Gaussian (pixels) of the raw frame that :func:`signal_gate` compares (noise does not decide)."""
 
@@ -334,13 +340,80 @@ def signal_gate(labels: np.ndarray, signal: np.ndarray, fraction: float) -> np.n
     return labels
 
 
+def _per_label_quantile(labels: np.ndarray, values: np.ndarray, n: int, q: float) -> np.ndarray:
+    """float64 array of length ``n + 1``: the ``q``-th percentile (lower value, no interpolation) of ``values``
+    over each label 1..n of ``labels``; NaN for labels without voxels and for 0."""
+    sel = labels > 0
+    lab = labels[sel]
+    val = values[sel]
+    order = np.lexsort((val, lab))
+    count = np.bincount(lab, minlength=n + 1)
+    start = np.cumsum(count) - count
+    out = np.full(n + 1, np.nan)
+    has = count > 0
+    has[0] = False
+    pick = start[has] + np.floor(q / 100.0 * (count[has] - 1)).astype(np.int64)
+    out[has] = val[order[pick]]
+    return out
+
+
+def refine_boundaries(labels: np.ndarray, signal: np.ndarray, *, fraction: float, ring: int,
+                      grow_only: bool = False, background_quantile: float = BOUNDARY_BACKGROUND_QUANTILE,
+                      top_quantile: float = BOUNDARY_TOP_QUANTILE) -> np.ndarray:
+    """Redraw each object's boundary where its raw signal crosses ``fraction`` of the way from its own
+    surroundings to its own bright level; new int32 labels (objects may grow or shrink, never change owner).
+
+    Per object: the bright level is the ``top_quantile`` percentile of ``signal`` inside it, the background
+    the ``background_quantile`` percentile in a ring of ``ring`` pixels around it in its xy slices (the
+    pixels that :func:`skimage.segmentation.expand_labels` gives it; a ring-less object uses the median
+    outside every ring). The object becomes the voxels of its own label or ring whose signal is above
+    ``bg + fraction * (top - bg)``; an object whose bright level is not above its background is kept as it
+    is. Why: a network trained on one point spread function draws edges at the place it learned, and a
+    wider or narrower blur moves the true edge away from there (too large by a median 27% in area on the
+    independent image model's TRIC frames, docs/generalization.md); an edge relative to the object's own
+    contrast moves with the blur. With ``grow_only`` every voxel of an object stays and only ring voxels
+    are added (MDA231, whose :func:`signal_gate` already removes weak voxels). ``fraction <= 0`` changes
+    nothing.
+    """
+    if labels.shape != signal.shape or labels.ndim != 3:
+        raise ValueError(f"labels {labels.shape} and signal {signal.shape} must be (Z, Y, X) arrays of one shape")
+    labels = np.asarray(labels, dtype=np.int32)
+    n = int(labels.max(initial=0))
+    if not fraction > 0 or n == 0:
+        return labels
+    grown = np.stack([expand_labels(sl, ring) for sl in labels]) if ring > 0 else labels
+    ring_labels = np.where(labels == 0, grown, 0)
+    top = _per_label_quantile(labels, signal, n, top_quantile)
+    bg = _per_label_quantile(ring_labels, signal, n, background_quantile)
+    outside = grown == 0
+    fallback = float(np.median(signal[outside])) if outside.any() else float(signal.min())
+    bg = np.where(np.isnan(bg), fallback, bg)
+    level = bg + fraction * (top - bg)
+    level[~(top > bg)] = -np.inf  # no contrast (or no voxel): keep the object and its ring as they are
+    level[0] = np.inf
+    refined = np.where(signal > level[grown], grown, 0).astype(np.int32)
+    kept = np.isneginf(level)
+    if kept.any():  # a contrast-less object keeps exactly its own voxels, not its ring
+        keep = kept[labels]
+        refined[kept[grown] & ~keep] = 0
+        refined[keep] = labels[keep]
+    if grow_only:
+        own = labels > 0
+        refined[own] = labels[own]
+    return refined
+
+
 def _fraction_check(fraction: Any) -> tuple[Any, bool, str]:
     return fraction, _finite(fraction) and 0 <= fraction < 1, "must be in [0, 1)"
 
 
-def _need_signal(kind: str, signal: np.ndarray | None, fraction: float) -> None:
+def _ring_check(ring: Any) -> tuple[Any, bool, str]:
+    return ring, _finite(ring) and ring >= 0 and float(ring).is_integer(), "must be a whole number >= 0"
+
+
+def _need_signal(kind: str, signal: np.ndarray | None, fraction: float, name: str = "signal_fraction") -> None:
     if fraction > 0 and signal is None:
-        raise ValueError(f"{kind} with signal_fraction > 0 needs the raw signal: pass signal=")
+        raise ValueError(f"{kind} with {name} > 0 needs the raw signal: pass signal=")
 
 
 # ---------------------------------------------------------------------------------------------- methods
@@ -358,6 +431,8 @@ def centers_watershed(
     signal_fraction: float = 0.0,
     min_size: int = 300,
     fill_holes: bool = True,
+    grow_fraction: float = 0.0,
+    grow_ring: int = 14,
 ) -> np.ndarray:
     """MDA231: watershed of each foreground component from the peaks of the cell-centre heatmap.
 
@@ -366,7 +441,8 @@ def centers_watershed(
     ratio). Watershed on ``-centers`` restricted to the component; a component without a seed keeps one label.
     Then :func:`trim_end_slices` with ``end_threshold`` and ``end_fraction`` (off while ``end_threshold`` is
     not above ``prob_threshold``, the default), and :func:`signal_gate` with ``signal_fraction`` (off at 0, the
-    default; otherwise ``signal`` from :func:`signal_map` of the raw frame is required).
+    default; otherwise ``signal`` from :func:`signal_map` of the raw frame is required), and growth into each
+    object's ring where the raw signal is bright for it (``grow_fraction``, off at 0; :func:`centers_finish`).
 
     The two stages are also available separately (:func:`centers_split`, :func:`centers_finish`), so that
     :mod:`efficientcellseg.tune` can try several end-slice settings on one watershed.
@@ -374,7 +450,8 @@ def centers_watershed(
     labels = centers_split(prob, centers, prob_threshold=prob_threshold, center_threshold=center_threshold,
                            center_min_distance=center_min_distance, z_scale=z_scale, min_size=min_size)
     return centers_finish(labels, prob, signal, end_threshold=end_threshold, end_fraction=end_fraction,
-                          signal_fraction=signal_fraction, min_size=min_size, fill_holes=fill_holes)
+                          signal_fraction=signal_fraction, min_size=min_size, fill_holes=fill_holes,
+                          grow_fraction=grow_fraction, grow_ring=grow_ring)
 
 
 def centers_split(prob: np.ndarray, centers: np.ndarray, *, prob_threshold: float, center_threshold: float,
@@ -406,20 +483,29 @@ def centers_split(prob: np.ndarray, centers: np.ndarray, *, prob_threshold: floa
 
 def centers_finish(labels: np.ndarray, prob: np.ndarray, signal: np.ndarray | None = None, *,
                    end_threshold: float, end_fraction: float, signal_fraction: float = 0.0, min_size: int,
-                   fill_holes: bool) -> np.ndarray:
+                   fill_holes: bool, grow_fraction: float = 0.0, grow_ring: int = 14) -> np.ndarray:
     """Second stage of :func:`centers_watershed` on the labels of :func:`centers_split` (changed in place):
-    end slices trimmed, weak-signal voxels gated, small objects removed, holes filled; uint16 labels 1..n."""
+    end slices trimmed, weak-signal voxels gated, small objects removed, objects grown into their ring where
+    the raw signal is bright for them (``grow_fraction > 0``: :func:`refine_boundaries` with ``grow_only``,
+    ring ``grow_ring`` pixels), holes filled; uint16 labels 1..n."""
     _check_params(
         end_threshold=(end_threshold, _finite(end_threshold), "must be a finite number"),
         end_fraction=(end_fraction, _finite(end_fraction) and 0 <= end_fraction <= 1, "must be in [0, 1]"),
         signal_fraction=_fraction_check(signal_fraction),
         min_size=(min_size, _finite(min_size) and min_size >= 0, "must be >= 0"),
+        grow_fraction=_fraction_check(grow_fraction),
+        grow_ring=_ring_check(grow_ring),
     )
     _need_signal("centers_watershed", signal, signal_fraction)
+    _need_signal("centers_watershed", signal, grow_fraction, "grow_fraction")
     trim_end_slices(labels, _check_prob(prob), end_threshold=float(end_threshold),
                     end_fraction=float(end_fraction))
     if signal_fraction > 0:
         signal_gate(labels, signal, float(signal_fraction))
+    if grow_fraction > 0:
+        remove_small_objects(labels, int(min_size), in_place=True)
+        labels = refine_boundaries(labels, signal, fraction=float(grow_fraction), ring=int(grow_ring),
+                                   grow_only=True)
     return _finish(labels, int(min_size), bool(fill_holes))
 
 
@@ -458,6 +544,7 @@ def trim_end_slices(
 
 def distance_watershed(
     prob: np.ndarray,
+    signal: np.ndarray | None = None,
     *,
     prob_threshold: float = 0.5,
     min_distance: float = 4,
@@ -465,6 +552,8 @@ def distance_watershed(
     min_size: int = 20,
     fill_holes: bool = False,
     smooth_sigma: float = 1.0,
+    boundary_fraction: float = 0.0,
+    boundary_ring: int = 4,
 ) -> np.ndarray:
     """TRIC: watershed of each foreground component from the maxima of its 3D distance transform.
 
@@ -472,6 +561,9 @@ def distance_watershed(
     smoothed with a Gaussian of ``smooth_sigma`` xy pixels (``smooth_sigma / z_scale`` slices; 0 = none).
     Seeds: its local maxima at least ``min_distance`` apart, stack borders included (a nucleus cut by the
     first or last slice is found). Watershed on ``-distance`` in 3D: a nucleus has one label in all slices.
+    With ``boundary_fraction > 0`` (``signal`` from :func:`signal_map` required), objects of at least
+    ``min_size`` voxels then get their edges redrawn on the raw signal (:func:`refine_boundaries`, ring
+    ``boundary_ring`` pixels).
     """
     prob = _check_prob(prob)
     _check_params(
@@ -480,7 +572,10 @@ def distance_watershed(
         z_scale=(z_scale, _finite(z_scale) and z_scale > 0, "must be > 0"),
         min_size=(min_size, _finite(min_size) and min_size >= 0, "must be >= 0"),
         smooth_sigma=(smooth_sigma, _finite(smooth_sigma) and smooth_sigma >= 0, "must be >= 0"),
+        boundary_fraction=_fraction_check(boundary_fraction),
+        boundary_ring=_ring_check(boundary_ring),
     )
+    _need_signal("distance_watershed", signal, boundary_fraction, "boundary_fraction")
     sigma = (smooth_sigma / z_scale, smooth_sigma, smooth_sigma)
 
     def height(comp: np.ndarray, sl: tuple[slice, ...]) -> np.ndarray:
@@ -495,6 +590,9 @@ def distance_watershed(
         threshold=0.0,
         min_size=int(min_size),
     )
+    if boundary_fraction > 0:
+        remove_small_objects(labels, int(min_size), in_place=True)
+        labels = refine_boundaries(labels, signal, fraction=float(boundary_fraction), ring=int(boundary_ring))
     return _finish(labels, int(min_size), bool(fill_holes))
 
 
@@ -589,8 +687,15 @@ def canonical_params(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
     return full
 
 
-SIGNAL_KINDS = frozenset({"centers_watershed", "largest_component"})
+SIGNAL_KINDS = frozenset({"centers_watershed", "distance_watershed", "largest_component"})
 """Post-processing kinds that can read the raw signal (:func:`signal_map`) besides the probabilities."""
+SIGNAL_PARAMS = ("signal_fraction", "boundary_fraction", "grow_fraction")
+"""Parameters that make a kind of :data:`SIGNAL_KINDS` read the raw signal when they are above 0."""
+
+
+def needs_signal(kind: str, params: Mapping[str, Any]) -> bool:
+    """True when ``kind`` with ``params`` reads the raw signal (some parameter of :data:`SIGNAL_PARAMS` > 0)."""
+    return kind in SIGNAL_KINDS and any(float(params.get(k, 0) or 0) > 0 for k in SIGNAL_PARAMS)
 
 
 def postprocess(
