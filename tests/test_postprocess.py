@@ -361,6 +361,11 @@ def test_refine_boundaries_never_changes_owners_and_keeps_objects_without_contra
     assert (out[:, 8:22, 8:20] == 1).all() and (out[:, 8:22, 20:32] == 2).all()
     assert not out[:, :, 32:40].any() and not out[:, :8].any()
     assert np.array_equal(out == 3, labels == 3)
+    same = labels.copy()
+    assert refine_boundaries(same, signal, fraction=0.5, ring=4, in_place=True) is same
+    assert np.array_equal(same, out) and not np.array_equal(labels, out)  # the input is left as it was
+    with pytest.raises(ValueError, match="in place needs int32 labels"):
+        refine_boundaries(labels.astype(np.uint16), signal, fraction=0.5, ring=4, in_place=True)
     with pytest.raises(ValueError, match="must be \\(Z, Y, X\\) arrays of one shape"):
         refine_boundaries(labels[0], signal[0], fraction=0.5, ring=4)
 

@@ -340,12 +340,9 @@ def signal_gate(labels: np.ndarray, signal: np.ndarray, fraction: float) -> np.n
     return labels
 
 
-def _per_label_quantile(labels: np.ndarray, values: np.ndarray, n: int, q: float) -> np.ndarray:
-    """float64 array of length ``n + 1``: the ``q``-th percentile (lower value, no interpolation) of ``values``
-    over each label 1..n of ``labels``; NaN for labels without voxels and for 0."""
-    sel = labels > 0
-    lab = labels[sel]
-    val = values[sel]
+def _per_label_quantile(lab: np.ndarray, val: np.ndarray, n: int, q: float) -> np.ndarray:
+    """float64 array of length ``n + 1``: the ``q``-th percentile (lower value, no interpolation) of the values
+    ``val`` of each label 1..n in ``lab`` (1D, labels > 0 only); NaN for labels without values and for 0."""
     order = np.lexsort((val, lab))
     count = np.bincount(lab, minlength=n + 1)
     start = np.cumsum(count) - count
@@ -358,10 +355,11 @@ def _per_label_quantile(labels: np.ndarray, values: np.ndarray, n: int, q: float
 
 
 def refine_boundaries(labels: np.ndarray, signal: np.ndarray, *, fraction: float, ring: int,
-                      grow_only: bool = False, background_quantile: float = BOUNDARY_BACKGROUND_QUANTILE,
+                      grow_only: bool = False, in_place: bool = False,
+                      background_quantile: float = BOUNDARY_BACKGROUND_QUANTILE,
                       top_quantile: float = BOUNDARY_TOP_QUANTILE) -> np.ndarray:
     """Redraw each object's boundary where its raw signal crosses ``fraction`` of the way from its own
-    surroundings to its own bright level; new int32 labels (objects may grow or shrink, never change owner).
+    surroundings to its own bright level; int32 labels (objects may grow or shrink, never change owner).
 
     Per object: the bright level is the ``top_quantile`` percentile of ``signal`` inside it, the background
     the ``background_quantile`` percentile in a ring of ``ring`` pixels around it in its xy slices (the
@@ -373,34 +371,53 @@ def refine_boundaries(labels: np.ndarray, signal: np.ndarray, *, fraction: float
     independent image model's TRIC frames, docs/generalization.md); an edge relative to the object's own
     contrast moves with the blur. With ``grow_only`` every voxel of an object stays and only ring voxels
     are added (MDA231, whose :func:`signal_gate` already removes weak voxels). ``fraction <= 0`` changes
-    nothing.
+    nothing. ``in_place`` (int32 ``labels`` only) writes the result into ``labels``; then no volume is
+    allocated besides per-slice work and the ring voxels' positions (a full-size TRIC frame has 54 M voxels).
     """
     if labels.shape != signal.shape or labels.ndim != 3:
         raise ValueError(f"labels {labels.shape} and signal {signal.shape} must be (Z, Y, X) arrays of one shape")
-    labels = np.asarray(labels, dtype=np.int32)
-    n = int(labels.max(initial=0))
+    if in_place and labels.dtype != np.int32:
+        raise ValueError(f"refine_boundaries in place needs int32 labels, got {labels.dtype}")
+    out = labels if in_place else np.array(labels, dtype=np.int32)
+    n = int(out.max(initial=0))
     if not fraction > 0 or n == 0:
-        return labels
-    grown = np.stack([expand_labels(sl, ring) for sl in labels]) if ring > 0 else labels
-    ring_labels = np.where(labels == 0, grown, 0)
-    top = _per_label_quantile(labels, signal, n, top_quantile)
-    bg = _per_label_quantile(ring_labels, signal, n, background_quantile)
-    outside = grown == 0
-    fallback = float(np.median(signal[outside])) if outside.any() else float(signal.min())
-    bg = np.where(np.isnan(bg), fallback, bg)
+        return out
+    rings = []  # per slice: flat positions and labels of the ring pixels (sparse; the slices stay as drawn)
+    own_lab, own_val, ring_lab, ring_val = [], [], [], []
+    for z, sl in enumerate(out):
+        grown = expand_labels(sl, ring) if ring > 0 else sl
+        pos = np.flatnonzero((grown > 0) & (sl == 0))
+        rings.append((pos, grown.reshape(-1)[pos]))
+        ring_lab.append(rings[-1][1])
+        ring_val.append(signal[z].reshape(-1)[pos])
+        mine = sl > 0
+        own_lab.append(sl[mine])
+        own_val.append(signal[z][mine])
+    top = _per_label_quantile(np.concatenate(own_lab), np.concatenate(own_val), n, top_quantile)
+    bg = _per_label_quantile(np.concatenate(ring_lab), np.concatenate(ring_val), n, background_quantile)
+    del own_lab, own_val, ring_lab, ring_val
+    if np.isnan(bg[1:]).any():
+        outside = out == 0
+        for z, (pos, _) in enumerate(rings):
+            outside[z].reshape(-1)[pos] = False
+        bg[np.isnan(bg)] = float(np.median(signal[outside])) if outside.any() else float(signal.min())
     level = bg + fraction * (top - bg)
-    level[~(top > bg)] = -np.inf  # no contrast (or no voxel): keep the object and its ring as they are
+    kept = ~(top > bg)  # no contrast (or no voxel): the object stays exactly as drawn
+    kept[0] = False
+    level[kept] = -np.inf
     level[0] = np.inf
-    refined = np.where(signal > level[grown], grown, 0).astype(np.int32)
-    kept = np.isneginf(level)
-    if kept.any():  # a contrast-less object keeps exactly its own voxels, not its ring
-        keep = kept[labels]
-        refined[kept[grown] & ~keep] = 0
-        refined[keep] = labels[keep]
-    if grow_only:
-        own = labels > 0
-        refined[own] = labels[own]
-    return refined
+    for z, (pos, lab) in enumerate(rings):
+        o = out[z]
+        drop = ~(signal[z] > level[o])  # own voxels below their level (label 0: level inf, stays 0)
+        if grow_only:
+            drop[:] = False
+        drop &= ~kept[o]
+        o[drop] = 0
+        flat = o.reshape(-1)
+        sig = signal[z].reshape(-1)[pos]
+        add = (sig > level[lab]) & ~kept[lab]
+        flat[pos[add]] = lab[add]
+    return out
 
 
 def _fraction_check(fraction: Any) -> tuple[Any, bool, str]:
@@ -505,7 +522,7 @@ def centers_finish(labels: np.ndarray, prob: np.ndarray, signal: np.ndarray | No
     if grow_fraction > 0:
         remove_small_objects(labels, int(min_size), in_place=True)
         labels = refine_boundaries(labels, signal, fraction=float(grow_fraction), ring=int(grow_ring),
-                                   grow_only=True)
+                                   grow_only=True, in_place=labels.dtype == np.int32)
     return _finish(labels, int(min_size), bool(fill_holes))
 
 
@@ -592,7 +609,7 @@ def distance_watershed(
     )
     if boundary_fraction > 0:
         remove_small_objects(labels, int(min_size), in_place=True)
-        labels = refine_boundaries(labels, signal, fraction=float(boundary_fraction), ring=int(boundary_ring))
+        refine_boundaries(labels, signal, fraction=float(boundary_fraction), ring=int(boundary_ring), in_place=True)
     return _finish(labels, int(min_size), bool(fill_holes))
 
 
