@@ -277,9 +277,10 @@ class Segmenter:
     def probabilities(self, raw: np.ndarray, all_slices: bool = False) -> dict[str, np.ndarray]:
         """Network outputs (``seg`` and, for MDA231, ``centers``) as (Z, Y, X) float32 in [0, 1].
 
-        When the post-processing reads the raw signal (``signal_fraction`` or ``boundary_fraction`` > 0, or
-        ``all_slices`` for a kind that can), ``signal`` is added: :func:`~efficientcellseg.postprocess.signal_map`
-        of the raw frame (after the input smoothing, when the model asks for it).
+        When the post-processing reads the raw signal (``signal_fraction``, ``boundary_fraction`` or
+        ``grow_fraction`` > 0), or with ``all_slices``, ``signal`` is added:
+        :func:`~efficientcellseg.postprocess.signal_map` of the raw frame (after the input smoothing, when the
+        model asks for it).
 
         The pseudocolored stack of a large frame (more than :data:`PC_FLOAT32_MAX_BYTES` as float32, e.g. a
         13x1745x2440 TRIC frame: 664 MB) is kept as float16 and cast to float32 one batch at a time.
@@ -289,7 +290,7 @@ class Segmenter:
         is 0 elsewhere: same labels, fewer forward passes (set ``all_slices`` when the threshold will change,
         e.g. while tuning it).
         """
-        from efficientcellseg.postprocess import SIGNAL_KINDS, needs_signal, signal_map
+        from efficientcellseg.postprocess import needs_signal, signal_map
         from efficientcellseg.pseudocolor import grey_stack, pseudocolor_stack
 
         dtype = np.float16 if 3 * raw.size * 4 > PC_FLOAT32_MAX_BYTES else np.float32
@@ -299,7 +300,7 @@ class Segmenter:
         with self.timer.stage("pseudocolor"):
             pc = pseudocolor_stack(raw, out_dtype=dtype) if self.pseudocolor else grey_stack(raw, out_dtype=dtype)
         out = self._network(pc, all_slices)
-        if self.cfg.postprocess in SIGNAL_KINDS and (all_slices or needs_signal(self.cfg.postprocess, self.params)):
+        if all_slices or needs_signal(self.cfg.postprocess, self.params):
             with self.timer.stage("signal"):
                 out["signal"] = signal_map(raw)
         return out

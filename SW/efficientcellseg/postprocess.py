@@ -383,19 +383,19 @@ def refine_boundaries(labels: np.ndarray, signal: np.ndarray, *, fraction: float
     if not fraction > 0 or n == 0:
         return out
     rings = []  # per slice: flat positions and labels of the ring pixels (sparse; the slices stay as drawn)
-    own_lab, own_val, ring_lab, ring_val = [], [], [], []
+    own_lab, own_val, ring_val = [], [], []
     for z, sl in enumerate(out):
         grown = expand_labels(sl, ring) if ring > 0 else sl
         pos = np.flatnonzero((grown > 0) & (sl == 0))
         rings.append((pos, grown.reshape(-1)[pos]))
-        ring_lab.append(rings[-1][1])
         ring_val.append(signal[z].reshape(-1)[pos])
         mine = sl > 0
         own_lab.append(sl[mine])
         own_val.append(signal[z][mine])
     top = _per_label_quantile(np.concatenate(own_lab), np.concatenate(own_val), n, top_quantile)
-    bg = _per_label_quantile(np.concatenate(ring_lab), np.concatenate(ring_val), n, background_quantile)
-    del own_lab, own_val, ring_lab, ring_val
+    bg = _per_label_quantile(np.concatenate([lab for _, lab in rings]), np.concatenate(ring_val), n,
+                             background_quantile)
+    del own_lab, own_val, ring_val
     if np.isnan(bg[1:]).any():
         outside = out == 0
         for z, (pos, _) in enumerate(rings):
@@ -403,20 +403,15 @@ def refine_boundaries(labels: np.ndarray, signal: np.ndarray, *, fraction: float
         bg[np.isnan(bg)] = float(np.median(signal[outside])) if outside.any() else float(signal.min())
     level = bg + fraction * (top - bg)
     kept = ~(top > bg)  # no contrast (or no voxel): the object stays exactly as drawn
-    kept[0] = False
-    level[kept] = -np.inf
-    level[0] = np.inf
+    keep_level = np.where(kept, -np.inf, level)  # an own voxel stays when its signal is above this
+    keep_level[0] = np.inf                       # (background stays background)
+    add_level = np.where(kept, np.inf, level)    # a ring voxel joins its object when its signal is above this
     for z, (pos, lab) in enumerate(rings):
         o = out[z]
-        drop = ~(signal[z] > level[o])  # own voxels below their level (label 0: level inf, stays 0)
-        if grow_only:
-            drop[:] = False
-        drop &= ~kept[o]
-        o[drop] = 0
-        flat = o.reshape(-1)
-        sig = signal[z].reshape(-1)[pos]
-        add = (sig > level[lab]) & ~kept[lab]
-        flat[pos[add]] = lab[add]
+        if not grow_only:
+            o[~(signal[z] > keep_level[o])] = 0
+        add = signal[z].reshape(-1)[pos] > add_level[lab]
+        o.reshape(-1)[pos[add]] = lab[add]
     return out
 
 
@@ -704,15 +699,14 @@ def canonical_params(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
     return full
 
 
-SIGNAL_KINDS = frozenset({"centers_watershed", "distance_watershed", "largest_component"})
-"""Post-processing kinds that can read the raw signal (:func:`signal_map`) besides the probabilities."""
 SIGNAL_PARAMS = ("signal_fraction", "boundary_fraction", "grow_fraction")
-"""Parameters that make a kind of :data:`SIGNAL_KINDS` read the raw signal when they are above 0."""
+"""Parameters that make a post-processing kind read the raw signal (:func:`signal_map`) when above 0."""
 
 
 def needs_signal(kind: str, params: Mapping[str, Any]) -> bool:
-    """True when ``kind`` with ``params`` reads the raw signal (some parameter of :data:`SIGNAL_PARAMS` > 0)."""
-    return kind in SIGNAL_KINDS and any(float(params.get(k, 0) or 0) > 0 for k in SIGNAL_PARAMS)
+    """True when ``kind`` with ``params`` reads the raw signal (one of its :data:`SIGNAL_PARAMS` is > 0)."""
+    names = set(parameter_names(kind)) & set(SIGNAL_PARAMS)
+    return any(float(params.get(k, 0) or 0) > 0 for k in names)
 
 
 def postprocess(
@@ -725,18 +719,14 @@ def postprocess(
     """Run post-processing ``kind`` with ``params`` (missing names take the function's defaults).
 
     Unknown parameter names raise ValueError naming them and the allowed ones; ``centers`` is required by
-    ``centers_watershed`` and rejected by the other kinds; ``signal`` is passed to the kinds of
-    :data:`SIGNAL_KINDS` and rejected by the others.
+    ``centers_watershed`` and rejected by the other kinds; ``signal`` (:func:`signal_map` of the raw frame) is
+    passed on, and required when :func:`needs_signal`.
     """
     check_parameter_names(kind, params)
-    if signal is not None and kind not in SIGNAL_KINDS:
-        raise ValueError(f"{kind} does not read the raw signal, but signal= was given")
     if kind == "centers_watershed":
         if centers is None:
             raise ValueError("centers_watershed needs the cell-centre heatmap: pass centers=")
         return centers_watershed(prob, centers, signal, **params)
     if centers is not None:
         raise ValueError(f"{kind} does not use a cell-centre heatmap, but centers= was given")
-    if kind in SIGNAL_KINDS:
-        return _METHODS[kind](prob, signal, **params)
-    return _METHODS[kind](prob, **params)
+    return _METHODS[kind](prob, signal, **params)
