@@ -21,6 +21,7 @@ from efficientcellseg.postprocess import (
     postprocess,
     refine_boundaries,
     remove_small_objects,
+    SignalSlices,
     signal_gate,
     signal_map,
     to_uint16_labels,
@@ -253,6 +254,22 @@ def test_largest_component_picks_biggest_and_fills_hole() -> None:
     assert not largest_component(as_prob(big), min_size=int(big.sum()) + 1).any()
 
 
+def test_largest_component_redraws_its_edge_on_the_raw_signal() -> None:
+    """A549-SIM's kind with ``boundary_fraction``: a probability drawn 3 px too wide around a blurred cell
+    comes back close to the cell; the signal is required."""
+    truth, signal = _blurred_discs(2.0)
+    cell = truth == 2
+    prob = as_prob(ndi.binary_dilation(cell, structure=np.ones((1, 7, 7), bool)))
+    plain = largest_component(prob)
+    refined = postprocess("largest_component", prob, {"boundary_fraction": 0.5, "boundary_ring": 4},
+                          signal=signal)
+    assert refined.dtype == np.uint16 and refined.max() == 1
+    assert _iou(refined > 0, cell) > 0.85 > _iou(plain > 0, cell) + 0.1
+    with pytest.raises(ValueError, match="boundary_fraction > 0 needs the raw signal"):
+        largest_component(prob, boundary_fraction=0.5)
+    assert needs_signal("largest_component", {"boundary_fraction": 0.3})
+
+
 def blurred_cell(shape: tuple[int, int, int] = (16, 40, 40)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A cell in slices 5..10 (true mask), its raw signal with a dim z-blurred copy in every other slice, and
     a probability that (like a per-slice-normalised network) marks the cell's outline in every slice."""
@@ -368,6 +385,55 @@ def test_refine_boundaries_never_changes_owners_and_keeps_objects_without_contra
         refine_boundaries(labels.astype(np.uint16), signal, fraction=0.5, ring=4, in_place=True)
     with pytest.raises(ValueError, match="must be \\(Z, Y, X\\) arrays of one shape"):
         refine_boundaries(labels[0], signal[0], fraction=0.5, ring=4)
+
+
+def test_signal_slices_give_the_signal_map_one_slice_at_a_time_and_the_same_labels() -> None:
+    """SignalSlices (what inference passes, so a large frame needs no float32 map) read by every signal-using
+    kind gives the labels of the whole map; it hands out single slices only."""
+    rng = np.random.default_rng(3)
+    truth, _ = _blurred_discs(2.0)
+    raw = (ndi.gaussian_filter((truth > 0) * 800.0, (0, 2, 2)) + rng.normal(100, 20, truth.shape)).astype(np.uint16)
+    full, lazy = signal_map(raw), SignalSlices(raw)
+    assert lazy.shape == full.shape and len(lazy) == len(full)
+    assert np.array_equal(lazy[2], full[2]) and np.array_equal(np.asarray(lazy), full)
+    with pytest.raises(TypeError, match="one slice"):
+        lazy[1:3]
+    wide = as_prob(ndi.binary_dilation(truth > 0, structure=np.ones((1, 7, 7), bool)))
+    centers = np.zeros(wide.shape, np.float32)
+    cases = [("distance_watershed", {"min_distance": 6, "z_scale": 1.0, "min_size": 20, "boundary_fraction": 0.5}),
+             ("largest_component", {"signal_fraction": 0.3, "boundary_fraction": 0.5}),
+             ("centers_watershed", {"center_threshold": 0.5, "z_scale": 1.0, "min_size": 20, "signal_fraction": 0.3,
+                                    "grow_fraction": 0.5, "grow_ring": 8})]
+    for kind, params in cases:
+        c = centers if kind == "centers_watershed" else None
+        a = postprocess(kind, wide, params, centers=c, signal=full)
+        b = postprocess(kind, wide, params, centers=c, signal=lazy)
+        assert a.any() and np.array_equal(a, b), kind
+
+
+def test_refine_boundaries_same_result_with_gaps_in_the_label_numbering() -> None:
+    """Label ids without voxels (left by removing small objects) change nothing, and an object without a ring
+    (enclosed by another) still takes its background from outside every ring."""
+    truth, signal = _blurred_discs(2.0)
+    drawn = np.zeros_like(truth)
+    for i, cx in enumerate((20, 50, 80), start=1):
+        drawn[:, ellipsoid((1, 40, 100), (0, 20, cx), (1, 11, 11))[0]] = i
+    gapped = np.where(drawn > 0, drawn * 3 + 1, 0).astype(np.int32)  # ids 4, 7, 10
+    out = refine_boundaries(drawn, signal, fraction=0.5, ring=4)
+    out_gapped = refine_boundaries(gapped, signal, fraction=0.5, ring=4)
+    assert np.array_equal(np.where(out > 0, out * 3 + 1, 0), out_gapped)
+    enclosed = np.zeros((1, 30, 30), np.int32)
+    enclosed[0, 5:25, 5:25] = 1
+    enclosed[0, 12:18, 12:18] = 2  # no ring pixel: every neighbour belongs to object 1
+    sig = np.full(enclosed.shape, 10.0, np.float32)
+    sig[0, 11:19, 11:19] = 500.0   # object 2 is 1 px too small on every side
+    sig[0, 5:25, 5:25][sig[0, 5:25, 5:25] < 500] = 200.0
+    sig[0, 12:18, 12] = 100.0      # a dim column inside object 2: below its level from the outside (10 -> 255)
+    res = refine_boundaries(enclosed, sig, fraction=0.5, ring=2)
+    expect = enclosed == 2
+    expect[0, 12:18, 12] = False
+    assert np.array_equal(res == 2, expect)  # cannot grow (no ring), loses only its dim column
+    assert np.array_equal(res == 1, enclosed == 1)
 
 
 def test_refine_boundaries_grow_only_adds_ring_voxels_and_keeps_every_own_voxel() -> None:

@@ -274,13 +274,15 @@ class Segmenter:
     denoise: DenoiseSettings | None = None
     """Noise-adaptive smoothing before pseudocoloring (from the model's config.json; None: the paper's input)."""
 
-    def probabilities(self, raw: np.ndarray, all_slices: bool = False) -> dict[str, np.ndarray]:
+    def probabilities(self, raw: np.ndarray, all_slices: bool = False) -> dict[str, Any]:
         """Network outputs (``seg`` and, for MDA231, ``centers``) as (Z, Y, X) float32 in [0, 1].
 
         When the post-processing reads the raw signal (``signal_fraction``, ``boundary_fraction`` or
-        ``grow_fraction`` > 0), or with ``all_slices``, ``signal`` is added:
-        :func:`~efficientcellseg.postprocess.signal_map` of the raw frame (after the input smoothing, when the
-        model asks for it).
+        ``grow_fraction`` > 0), ``signal`` is added: the raw frame's signal map (after the input smoothing,
+        when the model asks for it) as :class:`~efficientcellseg.postprocess.SignalSlices`, made slice by slice
+        where it is read (a full-size TRIC frame's map would be 216 MB). With ``all_slices`` (tuning, which
+        post-processes each frame many times) it is the whole map
+        (:func:`~efficientcellseg.postprocess.signal_map`).
 
         The pseudocolored stack of a large frame (more than :data:`PC_FLOAT32_MAX_BYTES` as float32, e.g. a
         13x1745x2440 TRIC frame: 664 MB) is kept as float16 and cast to float32 one batch at a time.
@@ -290,7 +292,7 @@ class Segmenter:
         is 0 elsewhere: same labels, fewer forward passes (set ``all_slices`` when the threshold will change,
         e.g. while tuning it).
         """
-        from efficientcellseg.postprocess import needs_signal, signal_map
+        from efficientcellseg.postprocess import SignalSlices, needs_signal, signal_map
         from efficientcellseg.pseudocolor import grey_stack, pseudocolor_stack
 
         dtype = np.float16 if 3 * raw.size * 4 > PC_FLOAT32_MAX_BYTES else np.float32
@@ -300,9 +302,12 @@ class Segmenter:
         with self.timer.stage("pseudocolor"):
             pc = pseudocolor_stack(raw, out_dtype=dtype) if self.pseudocolor else grey_stack(raw, out_dtype=dtype)
         out = self._network(pc, all_slices)
-        if all_slices or needs_signal(self.cfg.postprocess, self.params):
+        del pc  # before the signal map: a full-size TRIC frame's stack is 324 MB
+        if all_slices:
             with self.timer.stage("signal"):
                 out["signal"] = signal_map(raw)
+        elif needs_signal(self.cfg.postprocess, self.params):
+            out["signal"] = SignalSlices(raw)  # made slice by slice where the post-processing reads it
         return out
 
     def _network(self, pc: np.ndarray, all_slices: bool) -> dict[str, np.ndarray]:
@@ -320,7 +325,7 @@ class Segmenter:
             out["centers"] = centers
             return out
 
-    def labels(self, probs: dict[str, np.ndarray]) -> np.ndarray:
+    def labels(self, probs: Mapping[str, Any]) -> np.ndarray:
         """uint16 labels (Z, Y, X) from the network outputs of :meth:`probabilities` (post-processing)."""
         from efficientcellseg.postprocess import postprocess
 
@@ -530,7 +535,7 @@ def predict_sequence(
         with timer.stage("read"):
             return read_frame(fr.path, max_z=cfg.max_z)
 
-    def label(fr: Frame, raw: np.ndarray, probs: dict[str, np.ndarray] | None) -> np.ndarray:
+    def label(fr: Frame, raw: np.ndarray, probs: dict[str, Any] | None) -> np.ndarray:
         labels = np.zeros(raw.shape, np.uint16) if probs is None else seg.labels(probs)
         if fr.index in preview_at:
             from efficientcellseg.preview import write_preview
@@ -542,7 +547,7 @@ def predict_sequence(
         with timer.stage("write"):
             write_mask(out / fr.mask_name, labels)
 
-    def finish(fr: Frame, raw: np.ndarray, probs: dict[str, np.ndarray] | None) -> None:
+    def finish(fr: Frame, raw: np.ndarray, probs: dict[str, Any] | None) -> None:
         save(fr, label(fr, raw, probs))
 
     with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as finisher:

@@ -303,6 +303,10 @@ SIGNAL_SIGMA = 2.0
 """In-plane Gaussian (pixels) of the raw frame that :func:`signal_gate` compares (noise does not decide)."""
 
 
+def _signal_slice(sl: np.ndarray) -> np.ndarray:
+    return ndi.gaussian_filter(sl.astype(np.float32), SIGNAL_SIGMA, mode="nearest")
+
+
 def signal_map(raw: np.ndarray) -> np.ndarray:
     """The raw (Z, Y, X) frame smoothed in-plane with a Gaussian of :data:`SIGNAL_SIGMA` pixels, as float32."""
     raw = np.asarray(raw)
@@ -310,8 +314,36 @@ def signal_map(raw: np.ndarray) -> np.ndarray:
         raise ValueError(f"raw frame must be (Z, Y, X), got shape {raw.shape}")
     out = np.empty(raw.shape, np.float32)
     for z, sl in enumerate(raw):
-        out[z] = ndi.gaussian_filter(sl.astype(np.float32), SIGNAL_SIGMA, mode="nearest")
+        out[z] = _signal_slice(sl)
     return out
+
+
+class SignalSlices:
+    """:func:`signal_map` of a raw (Z, Y, X) frame, made one slice at a time when read (``signal[z]``).
+
+    A full-size TRIC frame's map is a 216 MB float32 volume; :func:`refine_boundaries` reads each slice once,
+    so it needs none. ``np.asarray(signal)`` makes the whole map (what :func:`signal_gate` reads).
+    """
+
+    def __init__(self, raw: np.ndarray) -> None:
+        if raw.ndim != 3:
+            raise ValueError(f"raw frame must be (Z, Y, X), got shape {raw.shape}")
+        self.raw = raw
+        self.shape: tuple[int, ...] = tuple(raw.shape)
+        self.ndim = 3
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, z: int) -> np.ndarray:
+        if not isinstance(z, (int, np.integer)):
+            raise TypeError(f"SignalSlices gives one slice (signal[z]); use np.asarray(signal) for {z!r}")
+        return _signal_slice(self.raw[z])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        full = signal_map(self.raw)
+        return full if dtype is None else full.astype(dtype)
+
 
 
 def signal_gate(labels: np.ndarray, signal: np.ndarray, fraction: float) -> np.ndarray:
@@ -326,6 +358,7 @@ def signal_gate(labels: np.ndarray, signal: np.ndarray, fraction: float) -> np.n
     """
     if labels.shape != signal.shape:
         raise ValueError(f"labels {labels.shape} and signal {signal.shape} must have one shape")
+    signal = np.asarray(signal)
     fg = labels > 0
     if not fraction > 0 or not fg.any():
         return labels
@@ -354,7 +387,7 @@ def _per_label_quantile(lab: np.ndarray, val: np.ndarray, n: int, q: float) -> n
     return out
 
 
-def refine_boundaries(labels: np.ndarray, signal: np.ndarray, *, fraction: float, ring: int,
+def refine_boundaries(labels: np.ndarray, signal: np.ndarray | SignalSlices, *, fraction: float, ring: int,
                       grow_only: bool = False, in_place: bool = False,
                       background_quantile: float = BOUNDARY_BACKGROUND_QUANTILE,
                       top_quantile: float = BOUNDARY_TOP_QUANTILE) -> np.ndarray:
@@ -371,10 +404,13 @@ def refine_boundaries(labels: np.ndarray, signal: np.ndarray, *, fraction: float
     independent image model's TRIC frames, docs/generalization.md); an edge relative to the object's own
     contrast moves with the blur. With ``grow_only`` every voxel of an object stays and only ring voxels
     are added (MDA231, whose :func:`signal_gate` already removes weak voxels). ``fraction <= 0`` changes
-    nothing. ``in_place`` (int32 ``labels`` only) writes the result into ``labels``; then no volume is
-    allocated besides per-slice work and the ring voxels' positions (a full-size TRIC frame has 54 M voxels).
+    nothing. ``in_place`` (int32 ``labels`` only) writes the result into ``labels``.
+
+    Memory: each signal slice is read once (``signal`` may be :class:`SignalSlices`, which makes them one at
+    a time) and only the object and ring pixels' positions and values are kept (a full-size TRIC frame has
+    54 M voxels, about 12% of them object or ring).
     """
-    if labels.shape != signal.shape or labels.ndim != 3:
+    if labels.shape != tuple(signal.shape) or labels.ndim != 3:
         raise ValueError(f"labels {labels.shape} and signal {signal.shape} must be (Z, Y, X) arrays of one shape")
     if in_place and labels.dtype != np.int32:
         raise ValueError(f"refine_boundaries in place needs int32 labels, got {labels.dtype}")
@@ -382,36 +418,42 @@ def refine_boundaries(labels: np.ndarray, signal: np.ndarray, *, fraction: float
     n = int(out.max(initial=0))
     if not fraction > 0 or n == 0:
         return out
-    rings = []  # per slice: flat positions and labels of the ring pixels (sparse; the slices stay as drawn)
-    own_lab, own_val, ring_val = [], [], []
+    own, rings = [], []  # per slice: flat positions, labels and signal of the object / ring pixels
     for z, sl in enumerate(out):
-        grown = expand_labels(sl, ring) if ring > 0 else sl
-        pos = np.flatnonzero((grown > 0) & (sl == 0))
-        rings.append((pos, grown.reshape(-1)[pos]))
-        ring_val.append(signal[z].reshape(-1)[pos])
-        mine = sl > 0
-        own_lab.append(sl[mine])
-        own_val.append(signal[z][mine])
-    top = _per_label_quantile(np.concatenate(own_lab), np.concatenate(own_val), n, top_quantile)
-    bg = _per_label_quantile(np.concatenate([lab for _, lab in rings]), np.concatenate(ring_val), n,
-                             background_quantile)
-    del own_lab, own_val, ring_val
-    if np.isnan(bg[1:]).any():
-        outside = out == 0
-        for z, (pos, _) in enumerate(rings):
-            outside[z].reshape(-1)[pos] = False
-        bg[np.isnan(bg)] = float(np.median(signal[outside])) if outside.any() else float(signal.min())
+        flat, sig = sl.reshape(-1), signal[z].reshape(-1)
+        grown = expand_labels(sl, ring).reshape(-1) if ring > 0 else flat
+        pos = np.flatnonzero(flat)
+        own.append((pos, flat[pos], sig[pos]))
+        pos = np.flatnonzero((grown > 0) & (flat == 0))
+        rings.append((pos, grown[pos], sig[pos]))
+        del grown, sig
+    top = _per_label_quantile(np.concatenate([lab for _, lab, _ in own]),
+                              np.concatenate([val for _, _, val in own]), n, top_quantile)
+    bg = _per_label_quantile(np.concatenate([lab for _, lab, _ in rings]),
+                             np.concatenate([val for _, _, val in rings]), n, background_quantile)
+    ringless = np.isnan(bg) & ~np.isnan(top)  # label ids without voxels (gaps in the numbering) need no level
+    if ringless.any():
+        outside = []
+        for z, sl in enumerate(out):
+            away = sl == 0
+            away.reshape(-1)[rings[z][0]] = False
+            outside.append(signal[z][away])
+        outside_all = np.concatenate(outside)
+        bg[ringless] = (float(np.median(outside_all)) if outside_all.size
+                        else min(float(signal[z].min()) for z in range(len(out))))
+        del outside, outside_all
     level = bg + fraction * (top - bg)
     kept = ~(top > bg)  # no contrast (or no voxel): the object stays exactly as drawn
     keep_level = np.where(kept, -np.inf, level)  # an own voxel stays when its signal is above this
-    keep_level[0] = np.inf                       # (background stays background)
     add_level = np.where(kept, np.inf, level)    # a ring voxel joins its object when its signal is above this
-    for z, (pos, lab) in enumerate(rings):
-        o = out[z]
+    for z in range(len(out)):
+        flat = out[z].reshape(-1)
         if not grow_only:
-            o[~(signal[z] > keep_level[o])] = 0
-        add = signal[z].reshape(-1)[pos] > add_level[lab]
-        o.reshape(-1)[pos[add]] = lab[add]
+            pos, lab, val = own[z]
+            flat[pos[~(val > keep_level[lab])]] = 0
+        pos, lab, val = rings[z]
+        add = val > add_level[lab]
+        flat[pos[add]] = lab[add]
     return out
 
 
@@ -423,7 +465,8 @@ def _ring_check(ring: Any) -> tuple[Any, bool, str]:
     return ring, _finite(ring) and ring >= 0 and float(ring).is_integer(), "must be a whole number >= 0"
 
 
-def _need_signal(kind: str, signal: np.ndarray | None, fraction: float, name: str = "signal_fraction") -> None:
+def _need_signal(kind: str, signal: np.ndarray | SignalSlices | None, fraction: float,
+                 name: str = "signal_fraction") -> None:
     if fraction > 0 and signal is None:
         raise ValueError(f"{kind} with {name} > 0 needs the raw signal: pass signal=")
 
@@ -432,7 +475,7 @@ def _need_signal(kind: str, signal: np.ndarray | None, fraction: float, name: st
 def centers_watershed(
     prob: np.ndarray,
     centers: np.ndarray,
-    signal: np.ndarray | None = None,
+    signal: np.ndarray | SignalSlices | None = None,
     *,
     prob_threshold: float = 0.5,
     center_threshold: float = 0.3,
@@ -493,7 +536,7 @@ def centers_split(prob: np.ndarray, centers: np.ndarray, *, prob_threshold: floa
     )
 
 
-def centers_finish(labels: np.ndarray, prob: np.ndarray, signal: np.ndarray | None = None, *,
+def centers_finish(labels: np.ndarray, prob: np.ndarray, signal: np.ndarray | SignalSlices | None = None, *,
                    end_threshold: float, end_fraction: float, signal_fraction: float = 0.0, min_size: int,
                    fill_holes: bool, grow_fraction: float = 0.0, grow_ring: int = 14) -> np.ndarray:
     """Second stage of :func:`centers_watershed` on the labels of :func:`centers_split` (changed in place):
@@ -513,6 +556,7 @@ def centers_finish(labels: np.ndarray, prob: np.ndarray, signal: np.ndarray | No
     trim_end_slices(labels, _check_prob(prob), end_threshold=float(end_threshold),
                     end_fraction=float(end_fraction))
     if signal_fraction > 0:
+        signal = np.asarray(signal)  # made once for the gate and the growth (SignalSlices)
         signal_gate(labels, signal, float(signal_fraction))
     if grow_fraction > 0:
         remove_small_objects(labels, int(min_size), in_place=True)
@@ -556,7 +600,7 @@ def trim_end_slices(
 
 def distance_watershed(
     prob: np.ndarray,
-    signal: np.ndarray | None = None,
+    signal: np.ndarray | SignalSlices | None = None,
     *,
     prob_threshold: float = 0.5,
     min_distance: float = 4,
@@ -620,29 +664,41 @@ def _largest(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
 def largest_component(
     prob: np.ndarray,
-    signal: np.ndarray | None = None,
+    signal: np.ndarray | SignalSlices | None = None,
     *,
     prob_threshold: float = 0.5,
     fill_holes: bool = True,
     min_size: int = 0,
     signal_fraction: float = 0.0,
+    boundary_fraction: float = 0.0,
+    boundary_ring: int = 4,
 ) -> np.ndarray:
     """A549-SIM (one cell per frame): the largest 3D component of the foreground as label 1, holes filled.
 
     With ``signal_fraction > 0`` (``signal`` from :func:`signal_map` of the raw frame required), the component
-    is trimmed by :func:`signal_gate` and its largest remaining component is kept. An empty foreground, or a
-    largest component below ``min_size`` voxels, gives all zeros.
+    is trimmed by :func:`signal_gate` and its largest remaining component is kept. With ``boundary_fraction >
+    0`` (``signal`` required) its edge is then redrawn on the raw signal (:func:`refine_boundaries`, ring
+    ``boundary_ring`` pixels) and the largest component kept again. An empty foreground, or a largest
+    component below ``min_size`` voxels, gives all zeros.
     """
     prob = _check_prob(prob)
     _check_params(
         prob_threshold=(prob_threshold, _finite(prob_threshold), "must be a finite number"),
         min_size=(min_size, _finite(min_size) and min_size >= 0, "must be >= 0"),
         signal_fraction=_fraction_check(signal_fraction),
+        boundary_fraction=_fraction_check(boundary_fraction),
+        boundary_ring=_ring_check(boundary_ring),
     )
     _need_signal("largest_component", signal, signal_fraction)
+    _need_signal("largest_component", signal, boundary_fraction, "boundary_fraction")
     out, size = _largest(prob > prob_threshold)
     if size and signal_fraction > 0:
+        signal = np.asarray(signal)  # made once for the gate and the edge (SignalSlices)
         out, size = _largest(signal_gate(out, signal, signal_fraction) > 0)
+    if size and boundary_fraction > 0:
+        redrawn = refine_boundaries(out.astype(np.int32), signal, fraction=float(boundary_fraction),
+                                    ring=int(boundary_ring), in_place=True)
+        out, size = _largest(redrawn > 0)
     if size == 0 or size < min_size:
         return np.zeros(prob.shape, np.uint16)
     if fill_holes:
@@ -714,13 +770,13 @@ def postprocess(
     prob: np.ndarray,
     params: Mapping[str, Any],
     centers: np.ndarray | None = None,
-    signal: np.ndarray | None = None,
+    signal: np.ndarray | SignalSlices | None = None,
 ) -> np.ndarray:
     """Run post-processing ``kind`` with ``params`` (missing names take the function's defaults).
 
     Unknown parameter names raise ValueError naming them and the allowed ones; ``centers`` is required by
-    ``centers_watershed`` and rejected by the other kinds; ``signal`` (:func:`signal_map` of the raw frame) is
-    passed on, and required when :func:`needs_signal`.
+    ``centers_watershed`` and rejected by the other kinds; ``signal`` (:func:`signal_map` of the raw frame, or
+    its :class:`SignalSlices`) is passed on, and required when :func:`needs_signal`.
     """
     check_parameter_names(kind, params)
     if kind == "centers_watershed":
