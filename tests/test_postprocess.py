@@ -5,11 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
+from skimage.segmentation import expand_labels
 
 import efficientcellseg.postprocess as pp
 from efficientcellseg.datasets import DATASETS
 from efficientcellseg.errors import CTCInputError
 from efficientcellseg.postprocess import (
+    _per_label_quantile,
+    _ring_pixels,
     capped_edt,
     centers_watershed,
     distance_watershed,
@@ -409,6 +412,38 @@ def test_signal_slices_give_the_signal_map_one_slice_at_a_time_and_the_same_labe
         a = postprocess(kind, wide, params, centers=c, signal=full)
         b = postprocess(kind, wide, params, centers=c, signal=lazy)
         assert a.any() and np.array_equal(a, b), kind
+
+
+@pytest.mark.parametrize("q", [0.0, 10.0, 50.0, 90.0, 100.0])
+def test_per_label_quantile_is_numpys_lower_percentile_of_each_label(q) -> None:
+    """The sort-key percentile equals ``np.percentile(..., method="lower")`` per label, negative values, -0.0
+    and infinities included; labels without values (and 0) are NaN."""
+    rng = np.random.default_rng(5)
+    lab = rng.integers(1, 40, 5000).astype(np.int32)
+    lab[lab == 7] = 8  # label 7 has no values
+    val = rng.normal(0, 1000, lab.size).astype(np.float32)
+    val[:6] = [-0.0, 0.0, np.inf, -np.inf, 1e-30, -1e-30]
+    out = _per_label_quantile(lab, val, 40, q)
+    assert np.isnan(out[0]) and np.isnan(out[7])
+    for i in set(range(1, 40)) - {7}:
+        assert out[i] == np.percentile(val[lab == i], q, method="lower"), i
+
+
+def test_ring_pixels_are_those_of_expand_labels_on_the_whole_slice() -> None:
+    """The bounding-box shortcut gives exactly the pixels and owners of expand_labels on the whole slice,
+    objects touching the slice border and touching each other included."""
+    rng = np.random.default_rng(11)
+    for trial in range(20):
+        sl = np.zeros((60, 80), np.int32)
+        for i in range(1, rng.integers(1, 6) + 1):
+            y, x = rng.integers(0, 60), rng.integers(0, 80)
+            sl[max(y - 4, 0):y + 4, max(x - 3, 0):x + 5] = i
+        for ring in (0, 1, 4, 9):
+            grown = expand_labels(sl, ring) if ring else sl
+            want = np.flatnonzero((grown > 0) & (sl == 0))
+            pos, lab = _ring_pixels(sl, ring)
+            assert np.array_equal(pos, want) and np.array_equal(lab, grown.reshape(-1)[want]), (trial, ring)
+    assert _ring_pixels(np.zeros((5, 5), np.int32), 3)[0].size == 0
 
 
 def test_refine_boundaries_same_result_with_gaps_in_the_label_numbering() -> None:

@@ -373,18 +373,55 @@ def signal_gate(labels: np.ndarray, signal: np.ndarray, fraction: float) -> np.n
     return labels
 
 
+def _sortable_bits(val: np.ndarray) -> np.ndarray:
+    """uint32 codes of float32 values that sort as the values do (IEEE 754 bits, sign flipped; negatives
+    inverted)."""
+    u = np.ascontiguousarray(val, dtype=np.float32).view(np.uint32)
+    return np.where(u & np.uint32(0x80000000), ~u, u | np.uint32(0x80000000))
+
+
+def _from_sortable_bits(code: np.ndarray) -> np.ndarray:
+    """The float32 values of :func:`_sortable_bits` codes."""
+    code = code.astype(np.uint32)
+    return np.where(code & np.uint32(0x80000000), code & np.uint32(0x7FFFFFFF), ~code).view(np.float32)
+
+
 def _per_label_quantile(lab: np.ndarray, val: np.ndarray, n: int, q: float) -> np.ndarray:
     """float64 array of length ``n + 1``: the ``q``-th percentile (lower value, no interpolation) of the values
-    ``val`` of each label 1..n in ``lab`` (1D, labels > 0 only); NaN for labels without values and for 0."""
-    order = np.lexsort((val, lab))
+    ``val`` (float32) of each label 1..n in ``lab`` (1D, labels > 0 only); NaN for labels without values and
+    for 0.
+
+    One in-place sort of 64-bit keys (label in the high half, the value's sortable bits in the low half)
+    instead of ``np.lexsort((val, lab))``: the same values, 4x faster (0.56 s instead of 2.27 s for 6 M values
+    of 10 000 labels on the 2-core machine, 2026-12-05; a full-size TRIC frame sorts ~3 M and ~6 M) and no
+    index array.
+    """
+    key = (lab.astype(np.uint64) << np.uint64(32)) | _sortable_bits(val)
+    key.sort()
     count = np.bincount(lab, minlength=n + 1)
     start = np.cumsum(count) - count
     out = np.full(n + 1, np.nan)
     has = count > 0
     has[0] = False
     pick = start[has] + np.floor(q / 100.0 * (count[has] - 1)).astype(np.int64)
-    out[has] = val[order[pick]]
+    out[has] = _from_sortable_bits(key[pick] & np.uint64(0xFFFFFFFF))
     return out
+
+
+def _ring_pixels(sl: np.ndarray, ring: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat positions (int64) and labels of the background pixels of the 2D label slice ``sl`` that
+    :func:`skimage.segmentation.expand_labels` by ``ring`` gives to an object. Computed on the objects'
+    bounding box grown by ``ring`` (no pixel further away can join), which the distance transform does not
+    see past: the same pixels, in less time and memory on a sparse slice (TRIC's outer slices)."""
+    rows, cols = np.flatnonzero(sl.any(axis=1)), np.flatnonzero(sl.any(axis=0))
+    if ring <= 0 or rows.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, sl.dtype)
+    y0, y1 = max(rows[0] - ring, 0), min(rows[-1] + ring + 1, sl.shape[0])
+    x0, x1 = max(cols[0] - ring, 0), min(cols[-1] + ring + 1, sl.shape[1])
+    crop = sl[y0:y1, x0:x1]
+    grown = expand_labels(crop, ring)
+    yy, xx = np.nonzero((grown > 0) & (crop == 0))
+    return (yy + y0) * sl.shape[1] + (xx + x0), grown[yy, xx]
 
 
 def refine_boundaries(labels: np.ndarray, signal: np.ndarray | SignalSlices, *, fraction: float, ring: int,
@@ -421,12 +458,11 @@ def refine_boundaries(labels: np.ndarray, signal: np.ndarray | SignalSlices, *, 
     own, rings = [], []  # per slice: flat positions, labels and signal of the object / ring pixels
     for z, sl in enumerate(out):
         flat, sig = sl.reshape(-1), signal[z].reshape(-1)
-        grown = expand_labels(sl, ring).reshape(-1) if ring > 0 else flat
         pos = np.flatnonzero(flat)
         own.append((pos, flat[pos], sig[pos]))
-        pos = np.flatnonzero((grown > 0) & (flat == 0))
-        rings.append((pos, grown[pos], sig[pos]))
-        del grown, sig
+        pos, lab = _ring_pixels(sl, ring)
+        rings.append((pos, lab, sig[pos]))
+        del sig
     top = _per_label_quantile(np.concatenate([lab for _, lab, _ in own]),
                               np.concatenate([val for _, _, val in own]), n, top_quantile)
     bg = _per_label_quantile(np.concatenate([lab for _, lab, _ in rings]),
