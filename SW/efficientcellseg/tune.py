@@ -31,7 +31,7 @@ DEFAULT_GRIDS: Mapping[str, Mapping[str, Sequence[Any]]] = {
     "distance_watershed": {"prob_threshold": (0.4, 0.5, 0.55, 0.6), "min_distance": (2, 3, 4, 6),
                            "z_scale": (1.0, 2.0, 3.0), "boundary_fraction": (0.0, 0.35)},
     "largest_component": {"prob_threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
-                          "signal_fraction": (0.0, 0.3, 0.35, 0.4, 0.45)},
+                          "signal_fraction": (0.0, 0.3, 0.35, 0.4, 0.45), "boundary_fraction": (0.0, 0.4)},
 }
 
 
