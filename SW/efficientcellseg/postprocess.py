@@ -345,7 +345,6 @@ class SignalSlices:
         return full if dtype is None else full.astype(dtype)
 
 
-
 def signal_gate(labels: np.ndarray, signal: np.ndarray, fraction: float) -> np.ndarray:
     """Drop each object's voxels whose raw signal is weak for that object, in place; returns ``labels``.
 
