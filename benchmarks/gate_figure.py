@@ -2,7 +2,7 @@
 
 For each ``--seq DATASET:PATH`` (a sequence with full-volume truth in ``PATH_GT/SEG``), the first annotated
 frame is segmented once with the model folder's post-processing as shipped and once with ``signal_fraction``
-0 (no gate). The figure shows the X-Z section through the cell's widest row with the truth (yellow), the mask
+0 (no gate; everything else, e.g. edges drawn on the raw signal, as shipped). The figure shows the X-Z section through the cell's widest row with the truth (yellow), the mask
 without the gate (red) and with it (cyan), and the script prints the foreground IoU of both::
 
     .venv/bin/python benchmarks/gate_figure.py --models models \
@@ -49,7 +49,9 @@ def probe(dataset: str, seq: Path, models: Path) -> dict[str, object]:
         raise SystemExit(f"{models / cfg.models['seg']}: no signal_fraction in thresholds.json; nothing to show")
     probs = seg.probabilities(raw, all_slices=True)
     extra = {"centers": probs.get("centers")}
-    off = postprocess(cfg.postprocess, probs["seg"], {**seg.params, "signal_fraction": 0.0}, **extra) > 0
+    # only the gate off: the edges drawn on the raw signal (where shipped) stay, so they read the signal too
+    off = postprocess(cfg.postprocess, probs["seg"], {**seg.params, "signal_fraction": 0.0},
+                      signal=probs["signal"], **extra) > 0
     on = postprocess(cfg.postprocess, probs["seg"], seg.params, signal=probs["signal"], **extra) > 0
     y = int(np.argmax(truth.sum(axis=(0, 2))))
     return {"dataset": cfg.key, "frame": f"{seq.parent.parent.name}/{seq.name}/{raw_path.stem}", "y": y,
