@@ -2,8 +2,9 @@
 
 For each ``--seq DATASET:PATH`` (a sequence with full-volume truth in ``PATH_GT/SEG``), the first annotated
 frame is segmented once with the model folder's post-processing as shipped and once with ``signal_fraction``
-0 (no gate; everything else, e.g. edges drawn on the raw signal, as shipped). The figure shows the X-Z section through the cell's widest row with the truth (yellow), the mask
-without the gate (red) and with it (cyan), and the script prints the foreground IoU of both::
+0 (no gate; everything else, e.g. edges drawn on the raw signal, as shipped). The figure shows the X-Z section
+through the cell's widest row with the truth (yellow), the mask without the gate (red) and with it (cyan), and
+the script prints the foreground IoU of both::
 
     .venv/bin/python benchmarks/gate_figure.py --models models \
         --seq A549-SIM:runs/acc_dn/data/B-bright/Fluo-C3DH-A549-SIM/01 --out docs/images/signal_gate.png

@@ -683,7 +683,8 @@ def distance_watershed(
     )
     if boundary_fraction > 0:
         remove_small_objects(labels, int(min_size), in_place=True)
-        refine_boundaries(labels, signal, fraction=float(boundary_fraction), ring=int(boundary_ring), in_place=True)
+        refine_boundaries(labels, signal, fraction=float(boundary_fraction), ring=int(boundary_ring),
+                          in_place=True)
     return _finish(labels, int(min_size), bool(fill_holes))
 
 
