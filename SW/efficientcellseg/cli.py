@@ -172,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folders", nargs="*", type=Path, help="model folders (default: all under models/)")
     _add_common(p)
 
+    p = sub.add_parser("blend", help="blend a fine-tuned model folder with the one it started from (WiSE-FT)")
+    p.add_argument("base", type=Path, help="the model folder the fine-tuning started from")
+    p.add_argument("tuned", type=Path, help="the fine-tuned model folder (same architecture, task and dataset)")
+    p.add_argument("--alpha", type=float, required=True,
+                   help="weight of the fine-tuned network: 0 = base, 1 = tuned (e.g. 0.5)")
+    p.add_argument("--out", type=Path, required=True, help="new model folder to write")
+    _add_common(p)
+
     p = sub.add_parser("export-onnx", help="export a model folder's network to ONNX (cached next to it)")
     p.add_argument("model", type=Path, help="model folder")
     _add_common(p)
@@ -300,6 +308,18 @@ def _cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_blend(a: argparse.Namespace) -> int:
+    from efficientcellseg.blend import blend_model_folders
+
+    if not 0.0 <= a.alpha <= 1.0:
+        log.error("--alpha %s: must be between 0 (the base model) and 1 (the fine-tuned one)", a.alpha)
+        return 2
+    path = blend_model_folders(a.base, a.tuned, a.alpha, a.out)
+    log.info("wrote %s (%.2f x %s + %.2f x %s); re-tune its post-processing with 'efficientcellseg tune'",
+             path, 1 - a.alpha, a.base, a.alpha, a.tuned)
+    return 0
+
+
 def _cmd_tune(a: argparse.Namespace) -> int:
     from efficientcellseg.tune import tune_postprocess, write_tuned
 
@@ -319,7 +339,7 @@ def _cmd_tune(a: argparse.Namespace) -> int:
 
 
 HANDLERS = {"predict": _cmd_predict, "track": _cmd_track, "tune": _cmd_tune, "train": _cmd_train, "synth": _cmd_synth,
-            "preview": _cmd_preview, "verify-models": _cmd_verify, "export-onnx": _cmd_export}
+            "preview": _cmd_preview, "verify-models": _cmd_verify, "export-onnx": _cmd_export, "blend": _cmd_blend}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
