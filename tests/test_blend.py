@@ -70,6 +70,9 @@ def test_blend_refuses_other_networks_and_bad_alpha(pair: tuple[Path, Path], tmp
         blend_model_folders(base, other, 0.5, base)
     assert main(["blend", str(base), str(base), "--alpha", "2", "--out", str(tmp_path / "x"), "-q"]) == 2
     assert not (tmp_path / "x").exists()
+    before = verify_model_folder(base)
+    assert main(["blend", str(base), str(base), "--alpha", "0.5", "--out", str(base), "-q"]) == 2
+    assert verify_model_folder(base) == before  # the input folder was not written
 
 
 def test_blend_command_writes_a_loadable_folder(pair: tuple[Path, Path], tmp_path: Path) -> None:

@@ -314,7 +314,11 @@ def _cmd_blend(a: argparse.Namespace) -> int:
     if not 0.0 <= a.alpha <= 1.0:
         log.error("--alpha %s: must be between 0 (the base model) and 1 (the fine-tuned one)", a.alpha)
         return 2
-    path = blend_model_folders(a.base, a.tuned, a.alpha, a.out)
+    try:
+        path = blend_model_folders(a.base, a.tuned, a.alpha, a.out)
+    except ValueError as exc:  # --out names one of the inputs
+        log.error("%s", exc)
+        return 2
     log.info("wrote %s (%.2f x %s + %.2f x %s); re-tune its post-processing with 'efficientcellseg tune'",
              path, 1 - a.alpha, a.base, a.alpha, a.tuned)
     return 0
