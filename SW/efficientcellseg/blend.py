@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from efficientcellseg.errors import ModelError
-from efficientcellseg.weights import CARD, load_model_folder, save_model_folder
+from efficientcellseg.weights import CARD, _with_card_section, load_model_folder, save_model_folder
 
 BLEND_HEADING = "## Weight-space blend"
 
@@ -50,16 +50,14 @@ def blend_model_folders(base: str | os.PathLike, tuned: str | os.PathLike, alpha
     b.net.load_state_dict(mixed)
     config = json.loads(json.dumps(b.config))
     config["name"] = out.name
-    training = dict(config.get("training") or {})
-    training["blend"] = {"alpha": float(alpha), "base": str(base), "base_weights_sha256": b.sha256,
-                         "tuned": str(tuned), "tuned_weights_sha256": t.sha256,
-                         "tuned_training": t.config.get("training")}
-    config["training"] = training
+    config["training"] = {**(config.get("training") or {}), "blend": {
+        "alpha": float(alpha), "base": str(base), "base_weights_sha256": b.sha256, "tuned": str(tuned),
+        "tuned_weights_sha256": t.sha256, "tuned_training": t.config.get("training")}}
     card_path = base / CARD
     card = card_path.read_text() if card_path.is_file() else f"# {out.name}\n"
-    card = card.rstrip("\n") + (
-        f"\n\n{BLEND_HEADING}\n\nWeights: {1 - float(alpha):.2f} x `{base}` (sha256 {b.sha256[:16]}...) + "
+    card = _with_card_section(card, BLEND_HEADING, (
+        f"Weights: {1 - float(alpha):.2f} x `{base}` (sha256 {b.sha256[:16]}...) + "
         f"{float(alpha):.2f} x `{tuned}` (sha256 {t.sha256[:16]}...), blended with `efficientcellseg blend` "
         "(WiSE-FT). Input settings and post-processing parameters are the base folder's until re-tuned; the "
-        "tuned network's training record is under `training.blend` in config.json.\n")
+        "tuned network's training record is under `training.blend` in config.json."))
     return save_model_folder(out, b.net, config, dict(b.thresholds), card, dtype=torch.float16)

@@ -311,12 +311,9 @@ def _cmd_export(a: argparse.Namespace) -> int:
 def _cmd_blend(a: argparse.Namespace) -> int:
     from efficientcellseg.blend import blend_model_folders
 
-    if not 0.0 <= a.alpha <= 1.0:
-        log.error("--alpha %s: must be between 0 (the base model) and 1 (the fine-tuned one)", a.alpha)
-        return 2
     try:
         path = blend_model_folders(a.base, a.tuned, a.alpha, a.out)
-    except ValueError as exc:  # --out names one of the inputs
+    except ValueError as exc:  # alpha outside [0, 1], or --out names one of the inputs
         log.error("%s", exc)
         return 2
     log.info("wrote %s (%.2f x %s + %.2f x %s); re-tune its post-processing with 'efficientcellseg tune'",
