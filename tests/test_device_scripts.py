@@ -33,7 +33,11 @@ def test_gpu_train_batch_dry_run_packs_a_loadable_model_folder(tmp_path: Path) -
     assert model.config["denoise"]["target_ratio"] == shipped["denoise"]["target_ratio"]
     training = model.config["training"]
     assert training["init_from"]["folder"] == str(REPO / "models" / "A549-SIM-seg") and training["steps"] == 2
-    assert set(training["seqs"]) >= {"01", "31"} and training["n_frames"] == 2  # one fixed, one randomized frame
+    # one fixed-profile frame and two randomized draws of one frame each (the batch makes 48 draws per dataset)
+    assert set(training["seqs"]) >= {"01", "31", "32"} and training["n_frames"] == 3
+    data = tmp_path / "work" / "data" / "Fluo-C3DH-A549-SIM"
+    assert [len(list((data / s).glob("t*.tif"))) for s in ("31", "32")] == [1, 1]
+    assert (data / "31" / "t000.tif").read_bytes() != (data / "32" / "t000.tif").read_bytes()  # two draws
     summary = json.loads((out / "gpu_train.json").read_text())
     assert summary["A549-SIM-seg"]["steps"] == 2
     assert "=== A549-SIM-seg" in (out / "gpu_train.log").read_text()
