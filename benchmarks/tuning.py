@@ -68,9 +68,10 @@ TUNING_SETS = {
     # whether a setting costs anything in distribution
     "A549-SIM": TuningSet((154, 157, 158), tuple(range(511, 517)), 3, False),
 }
-"""Seeds used nowhere else (test_tuning_seeds_are_used_nowhere_else): training uses 101-106, 1011-1058 and
-2011-2066, evaluation 201-206, 221-222, 301-309, 321-322, 420-445, 460-465 and 530-545, the first tuning of the
-shipped post-processing 150-152 (TRIC's 151 is kept here)."""
+"""Seeds used nowhere else (test_tuning_seeds_are_used_nowhere_else): training uses 101-106, 1011-1058,
+2011-2066, 2101-2348 (the GPU batch) and 3101-3248 (CPU one-frame draws), evaluation 201-206, 221-222,
+301-309, 321-322, 420-445, 460-465 and 530-545, the first tuning of the shipped post-processing 150-152 (TRIC's
+151 is kept here)."""
 
 
 @dataclass

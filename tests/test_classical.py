@@ -266,7 +266,10 @@ def test_tuning_seeds_are_used_nowhere_else() -> None:
     seeds = [s for ts in tuning.TUNING_SETS.values() for _, s, _ in ts.sequences()]
     assert len(seeds) == len(set(seeds))
     evaluation = {f + i for f in FAMILY_SEEDS.values() for i in range(len(DATASET_ORDER))}
-    training = set(range(101, 107)) | set(range(1011, 1059)) | set(range(2011, 2067))
+    # training: the CPU recipes, the GPU batch before and since 2026-12-05 (48 one-frame draws per dataset) and
+    # the CPU one-frame draws of 2026-12-05 (TRIC 3101-3148, A549-SIM 3201-3248)
+    training = (set(range(101, 107)) | set(range(1011, 1059)) | set(range(2011, 2067)) | set(range(2101, 2149))
+                | set(range(2201, 2249)) | set(range(2301, 2349)) | set(range(3101, 3149)) | set(range(3201, 3249)))
     # more evaluation frames (benchmarks/RESULTS.md): randomized A549-SIM, MDA231, TRIC; family B A549-SIM;
     # tracking; the first post-processing tuning seeds of MDA231 and A549-SIM (TRIC's, 151, is reused here)
     others = (set(range(420, 430)) | set(range(440, 446)) | set(range(460, 466)) | set(range(530, 546))
