@@ -17,7 +17,10 @@
 # On the device (wheels from scripts/device_wheels.sh; see /work/.library/device/README.md):
 #   run(command="scripts/gpu_train_batch.sh --minutes 5", carry=[".whl"], timeout_s=560)
 # Back here, unpack into runs/gpu/ and check with benchmarks/accuracy.py (family A tuning and evaluation frames,
-# family B) before copying anything into models/: nothing here decides what is shipped.
+# family B) before copying anything into models/: nothing here decides what is shipped. Give each network its
+# own prob_threshold first (benchmarks/tuning.py --grid prob_threshold=0.1,0.15,...,0.6 on a copy with the shipped
+# post-processing, e.g. `efficientcellseg blend SHIPPED TUNED --alpha 1`): fine-tuned networks have come back
+# less confident (A549-SIM on CPU, 2026-12-05: best at 0.1-0.15 where the shipped folder uses 0.6).
 # --dry-run: CPU, one frame per sequence, two optimizer steps per dataset (the test suite runs it).
 set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/device_env.sh"
@@ -29,7 +32,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry=1 ;;
     --minutes) minutes="$2"; shift ;;
-    -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}"; exit 0 ;;
     MDA231|TRIC|A549-SIM) wanted+=("$1") ;;
     *) echo "error: unknown argument $1 (datasets: MDA231 TRIC A549-SIM; options: --dry-run --minutes M)" >&2; exit 2 ;;
   esac
