@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry=1 ;;
     --minutes) minutes="$2"; shift ;;
-    -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/{/^#/p}' "${BASH_SOURCE[0]}"; exit 0 ;;  # the header comment
     MDA231|TRIC|A549-SIM) wanted+=("$1") ;;
     *) echo "error: unknown argument $1 (datasets: MDA231 TRIC A549-SIM; options: --dry-run --minutes M)" >&2; exit 2 ;;
   esac
