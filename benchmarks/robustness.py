@@ -132,16 +132,22 @@ class FrameCache:
 
 
 def network_segmenters(dataset: str, models: Mapping[str, Path], backend: str = "auto") -> dict[str, Segment]:
-    """``{name: raw -> labels}`` for each model set folder (holding ``<dataset>-seg`` etc.), on the CPU."""
-    from efficientcellseg.infer import build_segmenter
+    """``{name: raw -> labels}`` for each model set folder (holding ``<dataset>-seg`` etc.), on the CPU.
+
+    A model set that adapts its normalisation to each sequence (``norm_adaptation``, efficientcellseg.adapt)
+    adapts to each frame here, as ``predict`` does on a one-frame sequence."""
+    from efficientcellseg.infer import build_segmenter, wants_adaptation
 
     cfg = get_dataset(dataset)
-    out = {}
+    out: dict[str, Segment] = {}
     for name, folder in models.items():
-        seg = build_segmenter(cfg.key, model_dir=folder / cfg.models["seg"],
-                              centers_model_dir=folder / cfg.models["centers"] if "centers" in cfg.models else None,
-                              device="cpu", backend=backend)
-        out[name] = seg.segment
+        dirs = {"model_dir": folder / cfg.models["seg"],
+                "centers_model_dir": folder / cfg.models["centers"] if "centers" in cfg.models else None}
+        if wants_adaptation(cfg, **dirs):
+            out[name] = (lambda raw, dirs=dirs: build_segmenter(cfg.key, **dirs, device="cpu", backend=backend,
+                                                                adapt_frames=[raw]).segment(raw))
+        else:
+            out[name] = build_segmenter(cfg.key, **dirs, device="cpu", backend=backend).segment
     return out
 
 

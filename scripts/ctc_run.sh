@@ -8,7 +8,8 @@
 # as Dask tasks (predict --scheduler; see README "Scaling out with Dask").
 # EFFICIENTCELLSEG_TRACK=1 links the masks over time after the last frame and writes res_track.txt (README "Tracking").
 # EFFICIENTCELLSEG_DENOISE=0 switches off the models' noise-adaptive input smoothing (predict --no-denoise): the
-# paper's input exactly (docs/generalization.md).
+# paper's input exactly (docs/generalization.md). EFFICIENTCELLSEG_ADAPT=0 keeps the models' trained normalisation
+# statistics instead of adapting them to the sequence (predict --no-adapt; A549-SIM's model adapts).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dataset="$1"; folder="$2"
@@ -33,6 +34,12 @@ case "$denoise" in
   0) denoise_flag=(--no-denoise) ;;
   *) echo "error: EFFICIENTCELLSEG_DENOISE=$denoise is not 0 or 1" >&2; exit 2 ;;
 esac
+adapt="${EFFICIENTCELLSEG_ADAPT:-1}"
+case "$adapt" in
+  1|"") adapt_flag=() ;;
+  0) adapt_flag=(--no-adapt) ;;
+  *) echo "error: EFFICIENTCELLSEG_ADAPT=$adapt is not 0 or 1" >&2; exit 2 ;;
+esac
 seq="$3"; root="${4:-$here/..}"
 input="$root/$folder/$seq"
 [ -d "$input" ] || { echo "error: input folder $input does not exist (expected ROOT/${folder}/${seq})" >&2; exit 2; }
@@ -44,5 +51,5 @@ calibrate=()
 [ -z "${EFFICIENTCELLSEG_CALIBRATE:-}" ] || calibrate=(--calibrate "$EFFICIENTCELLSEG_CALIBRATE")
 exec "$py" -m efficientcellseg predict --dataset "$dataset" --input "$input" --output "${input}_RES" --device auto \
   --precision "$precision" ${calibrate[@]+"${calibrate[@]}"} ${track_flag[@]+"${track_flag[@]}"} \
-  ${denoise_flag[@]+"${denoise_flag[@]}"} \
+  ${denoise_flag[@]+"${denoise_flag[@]}"} ${adapt_flag[@]+"${adapt_flag[@]}"} \
   ${scheduler[@]+"${scheduler[@]}"}

@@ -130,7 +130,9 @@ def test_cluster_masks_identical_a549_two_sequences(seqs, client, a549_serial, t
     reports = predict_distributed("A549-SIM", [seqs["A549-SIM"], seqs["A549-SIM-02"]], [out1, out2], client,
                                   threads=1)
     assert [r.n_frames for r in reports] == [3, 1]
-    assert sum(r.timings["loads"] for r in reports) <= 2  # models built once per worker process, not per frame
+    # models built once per worker process and sequence (A549-SIM's adapt their normalisation to each
+    # sequence), not per frame: sequence 01 has 3 frames on 2 workers
+    assert [r.timings["loads"] for r in reports][0] <= 2 and reports[1].timings["loads"] <= 1
     _same_masks(ref, out1)
     _same_masks(ref02, out2)
     assert not list(out1.glob("*.part"))

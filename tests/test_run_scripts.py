@@ -89,22 +89,28 @@ def test_bad_precision_variable(tmp_path, untrained_models) -> None:
     _assert_one_line_error(res, "EFFICIENTCELLSEG_PRECISION=int4", "int8")
 
 
-def test_denoise_variable_reaches_predict(tmp_path, untrained_models) -> None:
-    """EFFICIENTCELLSEG_DENOISE=0 becomes predict --no-denoise: a folder whose smoothing entry is broken fails
-    by default and runs with the smoothing switched off; any other value is one clear error line."""
+@pytest.mark.parametrize("variable, flag, key, broken, error, bad", [
+    ("EFFICIENTCELLSEG_DENOISE", "--no-denoise", "denoise", {"target_ratio": -1}, "invalid 'denoise' entry", "off"),
+    ("EFFICIENTCELLSEG_ADAPT", "--no-adapt", "norm_adaptation", {"weight": 3.0}, "invalid 'norm_adaptation' entry",
+     "yes"),
+])
+def test_switch_variables_reach_predict(tmp_path, untrained_models, variable, flag, key, broken, error, bad) -> None:
+    """EFFICIENTCELLSEG_DENOISE=0 / EFFICIENTCELLSEG_ADAPT=0 become predict --no-denoise / --no-adapt: a folder
+    whose entry for that setting is broken fails by default and runs with the setting switched off; any other
+    value is one clear error line."""
     from efficientcellseg.weights import update_config
 
     models = tmp_path / "models"
     shutil.copytree(untrained_models / "A549-SIM-seg", models / "A549-SIM-seg")
-    update_config(models / "A549-SIM-seg", {"denoise": {"target_ratio": -1}})
+    update_config(models / "A549-SIM-seg", {key: broken})
     ds = generate(profile="A549-SIM", out_root=tmp_path, seq="01", frames=1, seed=11)
     res = _run("run_A549-SIM.sh", "01", str(tmp_path), models=models)
-    _assert_one_line_error(res, "invalid 'denoise' entry", "fix or remove it")
-    res = _run("run_A549-SIM.sh", "01", str(tmp_path), models=models, EFFICIENTCELLSEG_DENOISE="0")
-    assert res.returncode == 0, res.stderr[-2000:]
+    _assert_one_line_error(res, error, "fix or remove it")
+    res = _run("run_A549-SIM.sh", "01", str(tmp_path), models=models, **{variable: "0"})
+    assert res.returncode == 0, f"{flag}: " + res.stderr[-2000:]
     assert (ds / "01_RES" / "mask000.tif").is_file()
-    res = _run("run_A549-SIM.sh", "01", str(tmp_path), models=models, EFFICIENTCELLSEG_DENOISE="off")
-    _assert_one_line_error(res, "EFFICIENTCELLSEG_DENOISE=off", "0 or 1")
+    res = _run("run_A549-SIM.sh", "01", str(tmp_path), models=models, **{variable: bad})
+    _assert_one_line_error(res, f"{variable}={bad}", "0 or 1")
 
 
 def _tric_tree(tmp_path: Path) -> Path:

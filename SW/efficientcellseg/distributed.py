@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -45,6 +45,7 @@ from efficientcellseg.infer import (
     choose_calibration_frames,
     resolve_model_dir,
     segment_frame_file,
+    wants_adaptation,
 )
 from efficientcellseg.log import PACKAGE_LOGGER, progress, setup_logging
 from efficientcellseg.weights import verify_model_folder
@@ -80,6 +81,9 @@ class WorkerOptions:
     """int8 only: raw frame files whose network inputs calibrate the quantised network (chosen by the client)."""
     denoise: bool = True
     """Apply the models' noise-adaptive input smoothing (False: the paper's input exactly)."""
+    adapt_frames: tuple[str, ...] | None = None
+    """Raw frame files of the task's sequence that the models' normalisation adapts to (chosen by the client,
+    one set per sequence; None: trained statistics)."""
 
 
 _SEGMENTERS: dict[WorkerOptions, Segmenter] = {}
@@ -101,8 +105,9 @@ def worker_segmenter(opts: WorkerOptions) -> tuple[Segmenter, float]:
         threads = opts.threads or _default_task_threads()
         torch.set_num_threads(threads)
         calib = [Path(p) for p in opts.calibration_frames] if opts.calibration_frames else None
+        adapt = [Path(p) for p in opts.adapt_frames] if opts.adapt_frames else None
         seg = build_segmenter(opts.dataset, opts.model_dir, opts.centers_model_dir, opts.device, opts.backend,
-                              opts.batch_size, opts.precision, calib, opts.denoise)
+                              opts.batch_size, opts.precision, calib, opts.denoise, adapt)
         _SEGMENTERS[opts] = seg
         log.debug("worker %d: models for %s loaded (%d threads)", os.getpid(), opts.dataset, threads)
         return seg, time.perf_counter() - t0
@@ -245,6 +250,7 @@ def predict_distributed(
     timeout_s: float = CONNECT_TIMEOUT_S,
     calibrate: Path | None = None,
     denoise: bool = True,
+    adapt: bool = True,
 ) -> list[PredictReport]:
     """Segment every frame of the sequences ``inputs`` into ``outputs`` (paired by position) on a Dask cluster.
 
@@ -254,7 +260,9 @@ def predict_distributed(
     (``load``: building models, ``frame``: read + segment + write) and count ``loads`` (models built, at most one
     per worker process and option set, never per frame).
     ``precision="int8"`` calibrates once for the whole run, on frames of ``calibrate`` (a sequence folder),
-    by default of the first input sequence.
+    by default of the first input sequence. ``adapt``: models that ask for it adapt their normalisation to
+    frames of each sequence (chosen here; a worker builds one segmenter per sequence then), as
+    :func:`~efficientcellseg.infer.predict_sequence` does.
     """
     if len(inputs) != len(outputs):
         raise CTCInputError(f"{len(inputs)} --input folder(s) but {len(outputs)} --output folder(s); "
@@ -267,6 +275,10 @@ def predict_distributed(
         frames = choose_calibration_frames(Path(calibrate or inputs[0]))
         opts = WorkerOptions(**{**asdict(opts), "calibration_frames": tuple(str(f) for f in frames)})
     _verify_models(opts)
+    per_seq = [opts] * len(inputs)
+    if adapt and wants_adaptation(get_dataset(dataset), model_dir, centers_model_dir):
+        per_seq = [replace(opts, adapt_frames=tuple(str(f.resolve()) for f in choose_calibration_frames(Path(i))))
+                   for i in inputs]
     verbose = logging.getLogger(PACKAGE_LOGGER).getEffectiveLevel() < logging.INFO
     own = not isinstance(scheduler, Client)
     if own:
@@ -274,9 +286,9 @@ def predict_distributed(
     else:
         client, cluster, local_t = scheduler, None, None
     if opts.threads is None and local_t is not None:
-        opts = WorkerOptions(**{**asdict(opts), "threads": local_t})
+        per_seq = [replace(o, threads=local_t) for o in per_seq]
     try:
-        return _run(client, jobs, opts, inputs, outputs)
+        return _run(client, jobs, per_seq, inputs, outputs)
     finally:
         if own:
             client.close()
@@ -289,7 +301,7 @@ def _cluster_threads(client: Client) -> int:
     return max(1, sum(client.nthreads().values()))
 
 
-def _run(client: Client, jobs: list[_Job], opts: WorkerOptions, inputs: Sequence[Path],
+def _run(client: Client, jobs: list[_Job], per_seq: Sequence[WorkerOptions], inputs: Sequence[Path],
          outputs: Sequence[Path]) -> list[PredictReport]:
     """Run one task per frame, follow them as they complete, stop at the first failed frame.
 
@@ -298,10 +310,10 @@ def _run(client: Client, jobs: list[_Job], opts: WorkerOptions, inputs: Sequence
     frame it is running, and Dask, which counts a worker's death against every task assigned to it, blames
     only that frame.
     """
-    cfg = get_dataset(opts.dataset)
+    cfg = get_dataset(per_seq[0].dataset)
     log.info("%s: %d frames of %d sequence(s) for the cluster", cfg.key, len(jobs), len(inputs))
     run = uuid.uuid4().hex[:8]
-    payload = asdict(opts)
+    payloads = [asdict(o) for o in per_seq]
     level = logging.getLogger(PACKAGE_LOGGER).getEffectiveLevel()
     verbosity = 0 if level == logging.INFO else (1 if level < logging.INFO else -1)
     todo = deque(enumerate(jobs))
@@ -315,7 +327,7 @@ def _run(client: Client, jobs: list[_Job], opts: WorkerOptions, inputs: Sequence
             slots = _cluster_threads(client)
             while todo and len(running) < slots:
                 i, job = todo.popleft()
-                fut = client.submit(segment_frame_task, payload, str(job.frame), str(job.mask),
+                fut = client.submit(segment_frame_task, payloads[job.seq], str(job.frame), str(job.mask),
                                     str(job.preview) if job.preview else None, verbosity,
                                     key=f"ecs-{run}-{i:06d}-{job.frame.name}", retries=TASK_RETRIES, pure=False)
                 running[fut] = job

@@ -1,12 +1,15 @@
 """Inference: a CTC sequence in, one uint16 ``maskTTT.tif`` per frame out.
 
-Per frame: read -> (optional noise-adaptive smoothing, see denoise.py) -> Context Aware Pseudocoloring (all slices at once) -> network on batches of slices (or of
-overlapping tiles for large frames, Gaussian-blended) -> dataset-specific post-processing -> atomic write.
+Per sequence, models that ask for it first adapt their normalisation statistics to a few of its frames
+(adapt.py). Per frame: read -> (optional noise-adaptive smoothing, see denoise.py) -> Context Aware Pseudocoloring
+(all slices at once) -> network on batches of slices (or of overlapping tiles for large frames, Gaussian-blended)
+-> dataset-specific post-processing -> atomic write.
 Reading the next frame and writing the previous one overlap with the network through a small thread pool.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -378,6 +381,7 @@ def build_segmenter(
     precision: str = "auto",
     calibration_frames: Sequence[Path] | None = None,
     denoise: bool = True,
+    adapt_frames: Sequence[Path | np.ndarray] | None = None,
 ) -> Segmenter:
     """Load and verify the dataset's model folder(s) and prepare the runners and post-processing parameters.
 
@@ -389,7 +393,10 @@ def build_segmenter(
     on CUDA; ``bf16`` trades exactness for speed on CPUs with native bfloat16; ``int8`` needs
     ``calibration_frames`` (raw frame files, e.g. :func:`choose_calibration_frames` of the sequence to segment).
     ``denoise=False`` ignores the models' noise-adaptive input smoothing (``config.json`` key ``denoise``) and
-    feeds the network exactly as the paper does.
+    feeds the network exactly as the paper does. ``adapt_frames`` (raw frame files or arrays of the sequence to
+    segment, e.g. :func:`choose_calibration_frames`): models whose ``config.json`` asks for it (key ``norm_adaptation``)
+    get their normalisation statistics adapted to these frames (:mod:`efficientcellseg.adapt`); ``None``
+    keeps the trained statistics.
     """
     cfg = get_dataset(dataset)
     dev = select_device(device)
@@ -412,22 +419,68 @@ def build_segmenter(
     params = dict(cfg.postprocess_defaults)
     for m in models.values():
         params.update(m.thresholds)
+    timer = StageTimer()
+    if adapt_frames:
+        with timer.stage("adapt"):
+            models = adapt_models(models, adapt_frames, cfg, next(iter(pseudo)), denoise_settings)
     calibration = None
     if precision == "int8":
         if not calibration_frames:
             raise ModelError("precision int8 needs calibration frames (the sequence to segment or --calibrate DIR)")
         calibration = int8_calibration(calibration_frames, cfg, next(iter(pseudo)), denoise=denoise_settings)
-    if two_outputs:
-        runners = SharedOutputs(make_runner(models["seg"], dev, backend, precision, calibration),
-                                ("seg", "centers")).outputs()
-    else:
-        runners = {t: make_runner(m, dev, backend, precision, calibration) for t, m in models.items()}
+    # an adapted network is exported to ONNX afresh (make_runner): part of the adaptation's cost
+    adapted = any(m.transient for m in models.values())
+    with timer.stage("adapt") if adapted else contextlib.nullcontext():
+        if two_outputs:
+            runners = SharedOutputs(make_runner(models["seg"], dev, backend, precision, calibration),
+                                    ("seg", "centers")).outputs()
+        else:
+            runners = {t: make_runner(m, dev, backend, precision, calibration) for t, m in models.items()}
     if batch_size is None:
         batch_size = 16 if dev.type == "cuda" else 1
     if batch_size < 1:
         raise ModelError(f"--batch-size must be >= 1, got {batch_size}")
     return Segmenter(cfg, runners, params, dev, batch_size, pseudocolor=pseudo.pop(), shared_forward=two_outputs,
-                     denoise=denoise_settings)
+                     denoise=denoise_settings, timer=timer)
+
+
+def wants_adaptation(cfg: DatasetConfig, model_dir: Path | None = None, centers_model_dir: Path | None = None
+                     ) -> bool:
+    """True when one of the dataset's model folders asks for normalisation adaptation (``norm_adaptation`` in
+    its ``config.json``; read without loading the weights)."""
+    import json
+
+    from efficientcellseg.adapt import CONFIG_KEY
+
+    given = {"seg": model_dir, "centers": centers_model_dir}
+    for task in cfg.models:
+        config = resolve_model_dir(cfg, task, given.get(task)) / "config.json"
+        try:
+            if json.loads(config.read_text()).get(CONFIG_KEY):
+                return True
+        except (OSError, ValueError):
+            continue  # loading the folder reports it properly
+    return False
+
+
+def adapt_models(models: Mapping[str, LoadedModel], frames: Sequence[Path | np.ndarray], cfg: DatasetConfig,
+                 pseudocolor: bool, denoise: DenoiseSettings | None) -> dict[str, LoadedModel]:
+    """The models, those whose config asks for it with their normalisation adapted to ``frames`` (raw frame
+    files or arrays; :func:`efficientcellseg.adapt.adapted_model` on :data:`CALIBRATION_INPUTS` network inputs
+    per frame)."""
+    from efficientcellseg.adapt import AdaptSettings, adapted_model
+
+    try:
+        settings = {t: AdaptSettings.from_config(m.config) for t, m in models.items()}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"a model's config.json has an invalid 'norm_adaptation' entry ({exc}); fix or remove it"
+                         ) from None
+    if not any(settings.values()):
+        return dict(models)
+    inputs = [x for f in frames
+              for x in network_inputs(f if isinstance(f, np.ndarray) else read_frame(f, max_z=cfg.max_z), cfg,
+                                      pseudocolor, CALIBRATION_INPUTS, denoise)]
+    return {t: adapted_model(m, inputs, settings[t]) if settings[t] else m for t, m in models.items()}
 
 
 def _denoise_settings(models: Mapping[str, LoadedModel]) -> DenoiseSettings | None:
@@ -499,6 +552,7 @@ def predict_sequence(
     overlap: bool | None = None,
     calibrate: Path | None = None,
     denoise: bool = True,
+    adapt: bool = True,
 ) -> PredictReport:
     """Segment every frame of a CTC sequence folder and write ``maskTTT.tif`` files into ``output_dir``.
 
@@ -508,7 +562,9 @@ def predict_sequence(
     CPU, where both compete for the same cores and a second frame's arrays would raise the peak memory.
 
     ``precision="int8"`` calibrates on :data:`CALIBRATION_FRAMES` frames of ``calibrate`` (a sequence folder),
-    by default of ``input_dir`` itself. ``denoise=False``: see :func:`build_segmenter`.
+    by default of ``input_dir`` itself. ``denoise=False``: see :func:`build_segmenter`. ``adapt``: models
+    that ask for it adapt their normalisation to :data:`CALIBRATION_FRAMES` frames of ``input_dir``
+    (:mod:`efficientcellseg.adapt`); ``False`` keeps the trained statistics.
     """
     if threads:
         torch.set_num_threads(threads)
@@ -523,7 +579,7 @@ def predict_sequence(
     elif calibrate is not None:
         log.warning("--calibrate %s is ignored: it applies to --precision int8 only", calibrate)
     seg = build_segmenter(dataset, model_dir, centers_model_dir, device, backend, batch_size, precision, calib,
-                          denoise)
+                          denoise, choose_calibration_frames(input_dir) if adapt else None)
     if overlap is None:
         overlap = seg.device.type == "cuda"
     log.info("%s: %d frames from %s on %s (batch %d%s)", cfg.key, len(frames), input_dir, seg.device, seg.batch_size,

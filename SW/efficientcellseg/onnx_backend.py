@@ -25,6 +25,7 @@ benchmarks/RESULTS.md); the default stays exact fp32.
 
 from __future__ import annotations
 
+import atexit
 import copy
 import hashlib
 import logging
@@ -200,7 +201,20 @@ def fold_pads_into_convs(path: str) -> int:
     return folded
 
 
+_TRANSIENT_DIR: list[Path] = []
+
+
+def _transient_dir() -> Path:
+    """This process's temporary folder for exports of transient (in-memory, adapted) networks."""
+    if not _TRANSIENT_DIR:
+        _TRANSIENT_DIR.append(Path(tempfile.mkdtemp(prefix="efficientcellseg-onnx-")))
+        atexit.register(shutil.rmtree, _TRANSIENT_DIR[0], ignore_errors=True)
+    return _TRANSIENT_DIR[0]
+
+
 def _cache_dir(model: LoadedModel) -> Path:
+    if model.transient:
+        return _transient_dir()
     local = model.folder / ".onnx-cache"
     try:
         local.mkdir(exist_ok=True)
@@ -226,7 +240,11 @@ def export_onnx(model: LoadedModel | str | os.PathLike, input_size: int | None =
     path = _cache_dir(model) / f"{model.folder.name}-{model.sha256[:16]}-{size}-{kind}.onnx"
     if path.is_file():
         return path
-    log.info("exporting %s to ONNX (once; cached at %s)", model.folder, path)
+    if model.transient:
+        log.info("exporting %s (normalisation adapted) to ONNX (a temporary file, deleted once loaded)",
+                 model.folder)
+    else:
+        log.info("exporting %s to ONNX (once; cached at %s)", model.folder, path)
     net = export_friendly(model.net, size) if simplify else model.net.float().eval().cpu()
     wrapper = _ProbabilityHead(net)
     x = torch.rand(1, 3, size, size)
@@ -390,6 +408,9 @@ class OnnxRunner:
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        if model.transient:  # loaded: an adapted network's files are not kept
+            for f in {path, export_onnx(model, self.input_size, simplify=simplify)}:
+                f.unlink(missing_ok=True)
         self.device = torch.device("cpu")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

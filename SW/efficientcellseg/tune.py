@@ -78,7 +78,7 @@ def tune_postprocess(
     """
     from evaluation.ctc_seg import list_gt_files, read_gt
 
-    from efficientcellseg.infer import build_segmenter
+    from efficientcellseg.infer import build_segmenter, choose_calibration_frames
     from efficientcellseg.postprocess import (
         CENTERS_FINISH_PARAMS,
         CENTERS_SPLIT_PARAMS,
@@ -91,7 +91,8 @@ def tune_postprocess(
 
     input_dir = Path(input_dir)
     gt_dir = Path(gt_dir) if gt_dir is not None else input_dir.parent / f"{input_dir.name}_GT" / "SEG"
-    seg = build_segmenter(dataset, model_dir=model_dir, centers_model_dir=centers_model_dir, device=device)
+    seg = build_segmenter(dataset, model_dir=model_dir, centers_model_dir=centers_model_dir, device=device,
+                          adapt_frames=choose_calibration_frames(input_dir))  # as predict adapts the models
     kind = seg.cfg.postprocess
     grid = dict(grid if grid is not None else DEFAULT_GRIDS[kind])
     check_parameter_names(kind, set(grid) | set(seg.params))  # before the network pass

@@ -52,6 +52,9 @@ class LoadedModel:
     folder: Path
     sha256: str
     """sha256 of the weights file (identifies the weights, e.g. for caches)."""
+    transient: bool = False
+    """True for a network derived in memory (e.g. adapted to one sequence, :mod:`efficientcellseg.adapt`):
+    its exports are made in a temporary folder and deleted once loaded, not cached beside the folder."""
 
 
 def default_models_dir() -> Path:
