@@ -573,13 +573,14 @@ def predict_sequence(
     frames = list_frames(input_dir)
     cfg = get_dataset(dataset)
     out = check_output_dir(output_dir, input_dir)
+    own = choose_calibration_frames(frames)  # the sequence's own frames for the adaptation and int8
     calib = None
     if precision == "int8":
-        calib = choose_calibration_frames(calibrate or input_dir)
+        calib = choose_calibration_frames(calibrate) if calibrate is not None else own
     elif calibrate is not None:
         log.warning("--calibrate %s is ignored: it applies to --precision int8 only", calibrate)
     seg = build_segmenter(dataset, model_dir, centers_model_dir, device, backend, batch_size, precision, calib,
-                          denoise, choose_calibration_frames(input_dir) if adapt else None)
+                          denoise, own if adapt else None)
     if overlap is None:
         overlap = seg.device.type == "cuda"
     log.info("%s: %d frames from %s on %s (batch %d%s)", cfg.key, len(frames), input_dir, seg.device, seg.batch_size,
@@ -647,9 +648,10 @@ def _evenly(total: int, n: int) -> np.ndarray:
     return np.unique(np.linspace(0, total - 1, min(n, total)).round().astype(int))
 
 
-def choose_calibration_frames(seq_dir: Path, n: int = CALIBRATION_FRAMES) -> list[Path]:
-    """The raw frame files of a sequence folder that calibrate int8: ``n`` evenly spaced ``tTTT.tif``."""
-    frames = list_frames(seq_dir)
+def choose_calibration_frames(seq: Path | Sequence[Frame], n: int = CALIBRATION_FRAMES) -> list[Path]:
+    """The raw frame files of a sequence that calibrate int8 (and adapt the normalisation): ``n`` evenly spaced
+    ``tTTT.tif`` of a sequence folder, or of its already listed frames."""
+    frames = list_frames(seq) if isinstance(seq, (str, os.PathLike)) else list(seq)
     return [frames[i].path for i in _evenly(len(frames), n)]
 
 
