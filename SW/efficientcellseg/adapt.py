@@ -20,13 +20,14 @@ import copy
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from efficientcellseg.config_sections import config_section
 from efficientcellseg.weights import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -52,14 +53,8 @@ class AdaptSettings:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> AdaptSettings | None:
         """The settings stored in a model folder's config (key ``norm_adaptation``), or None when off."""
-        d = config.get(CONFIG_KEY)
-        if not d:
-            return None
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise ValueError(f"unknown {CONFIG_KEY} key(s) {unknown} (known: {', '.join(known)})")
-        return cls(weight=float(d["weight"]), batch_size=int(d.get("batch_size", 6)))
+        d = config_section(config, CONFIG_KEY, cls)
+        return None if d is None else cls(weight=float(d["weight"]), batch_size=int(d.get("batch_size", 6)))
 
     def to_config(self) -> dict[str, float | int]:
         """The JSON form stored under ``norm_adaptation`` in ``config.json``."""

@@ -33,11 +33,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
+
+from efficientcellseg.config_sections import config_section
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +72,8 @@ class DenoiseSettings:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> DenoiseSettings | None:
         """The settings stored in a model folder's config (key ``denoise``), or None when smoothing is off."""
-        d = config.get("denoise")
-        if not d:
-            return None
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise ValueError(f"unknown denoise key(s) {unknown} (known: {', '.join(known)})")
-        return cls(**{k: float(v) for k, v in d.items()})
+        d = config_section(config, "denoise", cls)
+        return None if d is None else cls(**{k: float(v) for k, v in d.items()})
 
     def to_config(self) -> dict[str, float]:
         """The JSON form stored under ``denoise`` in ``config.json`` (``background_radius`` and ``min_ratio``
