@@ -41,8 +41,10 @@ class AdaptSettings:
     """How far the normalisation statistics move towards the sequence's: 1 replaces them, 0.5 averages."""
 
     weight: float
-    batch_size: int = 6
-    """Network inputs per statistics batch."""
+    batch_size: int = 2
+    """Network inputs per statistics batch. Each layer is normalised with its batch's statistics while the next
+    layers' are gathered, so this changes the result slightly; 2 was measured on A549-SIM (tuning set as good as
+    6 or better, the pass 1.5x faster and 0.2 GB lighter; docs/generalization.md)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.weight <= 1:
@@ -54,7 +56,9 @@ class AdaptSettings:
     def from_config(cls, config: Mapping[str, Any]) -> AdaptSettings | None:
         """The settings stored in a model folder's config (key ``norm_adaptation``), or None when off."""
         d = config_section(config, CONFIG_KEY, cls)
-        return None if d is None else cls(weight=float(d["weight"]), batch_size=int(d.get("batch_size", 6)))
+        if d is None:
+            return None
+        return cls(weight=float(d["weight"]), batch_size=int(d.get("batch_size", cls.batch_size)))
 
     def to_config(self) -> dict[str, float | int]:
         """The JSON form stored under ``norm_adaptation`` in ``config.json``."""
