@@ -13,7 +13,7 @@ from efficientcellseg.datasets import get_dataset
 from efficientcellseg.errors import ModelError
 from efficientcellseg.infer import build_segmenter, wants_adaptation
 from efficientcellseg.onnx_backend import _transient_dir
-from efficientcellseg.weights import LoadedModel, create_untrained_model_folder, update_config
+from efficientcellseg.weights import LoadedModel, create_untrained_model_folder, load_model_folder, update_config
 
 
 def _net() -> nn.Module:
@@ -124,9 +124,46 @@ def test_onnx_export_of_an_adapted_model_is_its_own(tmp_path) -> None:
     plain = build_segmenter("A549-SIM", folder, backend="onnx").probabilities(test)["seg"]
     np.testing.assert_allclose(onnx_p, torch_p, atol=1e-4)
     assert np.abs(plain - onnx_p).max() > 1e-3
-    # only the trained network's export is cached; the adapted one's was deleted once loaded
-    assert len(list((folder / ".onnx-cache").glob("*.onnx"))) == 1
+    # cached: the trained network's export and the graph the adapted statistics are written into (BatchNorm
+    # kept); the adapted network's own export was deleted once loaded
+    cached = sorted(p.name for p in (folder / ".onnx-cache").glob("*.onnx"))
+    assert len(cached) == 2 and cached[0].endswith("-v2.onnx") and cached[1].endswith("-v2bn.onnx")
     assert not list(_transient_dir().glob("*.onnx"))
+
+
+def test_adapted_export_is_the_cached_graph_with_new_statistics(tmp_path) -> None:
+    """An adapted network is not traced again: its statistics go into the folder's cached graph that keeps the
+    BatchNorm layers, which then folds to the same operators and outputs as a fresh trace; made once."""
+    import onnx
+    import onnxruntime as ort
+
+    from efficientcellseg.onnx_backend import _trace, _write_statistics, export_onnx
+
+    folder = create_untrained_model_folder(tmp_path / "A549-SIM-seg", "A549-SIM", seed=1)
+    model = load_model_folder(folder)
+    first = adapted_model(model, _inputs(4, seed=1), AdaptSettings(1.0))
+    second = adapted_model(model, _inputs(4, seed=2, scale=0.5, shift=-1.0), AdaptSettings(1.0))
+    traced = tmp_path / "traced.onnx"
+    _trace(first.net, 384, traced, simplify=True)
+    x = np.random.default_rng(0).random((1, 3, 384, 384), dtype=np.float32)
+
+    def run(path):
+        ops = sorted(n.op_type for n in onnx.load(str(path)).graph.node)
+        p = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        path.unlink()  # the shared temporary folder is checked empty by other tests
+        return ops, p
+
+    ops_traced, p_traced = run(traced)
+    ops_first, p_first = run(export_onnx(first))
+    assert ops_first == ops_traced and "BatchNormalization" not in ops_first
+    np.testing.assert_allclose(p_first, p_traced, atol=1e-5)
+    template = next((folder / ".onnx-cache").glob("*-v2bn.onnx"))
+    made = template.stat().st_mtime_ns
+    _, p_second = run(export_onnx(second))
+    assert template.stat().st_mtime_ns == made  # reused
+    assert np.abs(p_second - p_first).max() > 1e-3  # the second sequence's statistics, not the first's
+    with pytest.raises(ModelError, match="delete the file"):
+        _write_statistics(template, tmp_path / "bad.onnx", {"net.no.such.running_mean": np.zeros(3)})
 
 
 def test_invalid_adaptation_setting_is_one_clear_error(tmp_path) -> None:
@@ -139,7 +176,7 @@ def test_invalid_adaptation_setting_is_one_clear_error(tmp_path) -> None:
 def test_int8_of_an_adapted_model_leaves_no_files(tmp_path) -> None:
     """int8 quantises the adapted network (its fp32 export and int8 copy in the temporary folder), agrees
     with the adapted fp32 network far better than with the unadapted one, and deletes both files once loaded;
-    the folder's own cache stays empty."""
+    the folder's own cache holds only the graph the statistics are written into."""
     import tifffile
 
     folder = create_untrained_model_folder(tmp_path / "A549-SIM-seg", "A549-SIM", seed=1)
@@ -152,7 +189,7 @@ def test_int8_of_an_adapted_model_leaves_no_files(tmp_path) -> None:
     fast = build_segmenter("A549-SIM", folder, precision="int8", calibration_frames=[frame],
                            adapt_frames=[frame]).probabilities(test)["seg"]
     assert not list(_transient_dir().glob("*.onnx"))
-    assert not list((folder / ".onnx-cache").glob("*.onnx"))
+    assert [p.name[-10:] for p in (folder / ".onnx-cache").glob("*.onnx")] == ["-v2bn.onnx"]  # the graph only
     # An untrained network's int8 error grows with the spread of its outputs, which adaptation widens (batch 2:
     # 0.051 mean abs, batch 6: 0.035), so no fixed bound fits; quantising the unadapted network instead would
     # land near ``plain`` (0.14 away from ``fast`` here).

@@ -10,8 +10,10 @@ statistics. Layers are adapted in one pass, in order: each layer is normalised w
 while the next layers' statistics are gathered.
 
 The adapted network is a copy with its own identity (:attr:`LoadedModel.sha256` derived from the adapted
-statistics) and marked transient: its ONNX export is made in a temporary folder and deleted once ONNX Runtime
-has loaded it (about 3 s per sequence), so a model folder's cache does not grow by one export per sequence. Why it is switched on for A549-SIM only, and what it measured: docs/generalization.md.
+statistics) and marked transient: its ONNX graph is the folder's cached graph with the adapted statistics
+written in (:func:`efficientcellseg.onnx_backend.export_onnx`; no second trace), made in a temporary folder and
+deleted once ONNX Runtime has loaded it, so a model folder's cache does not grow by one export per sequence.
+Why it is switched on for A549-SIM only, and what it measured: docs/generalization.md.
 """
 
 from __future__ import annotations
@@ -146,4 +148,4 @@ def adapted_model(model: LoadedModel, inputs: Iterable[np.ndarray], settings: Ad
     digest = hashlib.sha256(f"{model.sha256}|{statistics_digest(net)}".encode()).hexdigest()
     log.info("%s: normalisation adapted to the sequence (%d inputs, %d layers, weight %g)", model.folder.name, n,
              len(batchnorm_layers(net)), settings.weight)
-    return replace(model, net=net, sha256=digest, transient=True)
+    return replace(model, net=net, sha256=digest, transient=True, base_sha256=model.base_sha256 or model.sha256)

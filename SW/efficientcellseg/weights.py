@@ -55,6 +55,9 @@ class LoadedModel:
     transient: bool = False
     """True for a network derived in memory (e.g. adapted to one sequence, :mod:`efficientcellseg.adapt`):
     its exports are made in a temporary folder and deleted once loaded, not cached beside the folder."""
+    base_sha256: str | None = None
+    """For a transient network that differs from the folder's only in its BatchNorm statistics: the folder's
+    weights' sha256 (its ONNX export is then the folder's cached graph with the statistics written in)."""
 
 
 def default_models_dir() -> Path:
