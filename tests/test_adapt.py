@@ -3,6 +3,8 @@ model folder's ``norm_adaptation`` setting reaches inference, and ``predict --no
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -173,7 +175,7 @@ def test_invalid_adaptation_setting_is_one_clear_error(tmp_path) -> None:
         build_segmenter("A549-SIM", folder, backend="torch", adapt_frames=[_frame(1, 300.0)])
 
 
-def test_int8_of_an_adapted_model_leaves_no_files(tmp_path) -> None:
+def test_int8_of_an_adapted_model_leaves_no_files(tmp_path, caplog) -> None:
     """int8 quantises the adapted network (its fp32 export and int8 copy in the temporary folder), agrees
     with the adapted fp32 network far better than with the unadapted one, and deletes both files once loaded;
     the folder's own cache holds only the graph the statistics are written into."""
@@ -186,8 +188,10 @@ def test_int8_of_an_adapted_model_leaves_no_files(tmp_path) -> None:
     tifffile.imwrite(frame, _frame(1, 300.0), photometric="minisblack")
     test = _frame(3, 300.0)
     exact = build_segmenter("A549-SIM", folder, backend="onnx", adapt_frames=[frame]).probabilities(test)["seg"]
-    fast = build_segmenter("A549-SIM", folder, precision="int8", calibration_frames=[frame],
-                           adapt_frames=[frame]).probabilities(test)["seg"]
+    with caplog.at_level(logging.WARNING, logger="efficientcellseg.infer"):
+        fast = build_segmenter("A549-SIM", folder, precision="int8", calibration_frames=[frame],
+                               adapt_frames=[frame]).probabilities(test)["seg"]
+    assert any("quantised again for every sequence" in r.getMessage() for r in caplog.records)
     assert not list(_transient_dir().glob("*.onnx"))
     assert [p.name[-10:] for p in (folder / ".onnx-cache").glob("*.onnx")] == ["-v2bn.onnx"]  # the graph only
     # An untrained network's int8 error grows with the spread of its outputs, which adaptation widens (batch 2:

@@ -428,8 +428,12 @@ def build_segmenter(
         if not calibration_frames:
             raise ModelError("precision int8 needs calibration frames (the sequence to segment or --calibrate DIR)")
         calibration = int8_calibration(calibration_frames, cfg, next(iter(pseudo)), denoise=denoise_settings)
-    # an adapted network is exported to ONNX afresh (make_runner): part of the adaptation's cost
+    # an adapted network gets its own ONNX graph (make_runner): part of the adaptation's cost
     adapted = any(m.transient for m in models.values())
+    if adapted and precision == "int8":
+        log.warning("int8 with the normalisation adapted to the sequence: the adapted network is quantised again "
+                    "for every sequence (not cached; about 30 s on 2 cores), which short sequences do not win "
+                    "back; exact fp32 (the default) or --no-adapt avoid it")
     with timer.stage("adapt") if adapted else contextlib.nullcontext():
         if two_outputs:
             runners = SharedOutputs(make_runner(models["seg"], dev, backend, precision, calibration),
