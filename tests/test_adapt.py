@@ -107,8 +107,10 @@ def test_model_config_switches_adaptation_on_inference(tmp_path) -> None:
     frames = [_frame(s, 300.0) for s in (1, 2)]
     test = _frame(3, 300.0)
     ref = build_segmenter("A549-SIM", plain, backend="torch").probabilities(test)["seg"]
-    same = build_segmenter("A549-SIM", plain, backend="torch", adapt_frames=frames).probabilities(test)["seg"]
+    plain_seg = build_segmenter("A549-SIM", plain, backend="torch", adapt_frames=frames)
+    same = plain_seg.probabilities(test)["seg"]
     np.testing.assert_array_equal(ref, same)
+    assert "adapt" not in plain_seg.timer.seconds  # no adaptation stage in the timing line
     unadapted = build_segmenter("A549-SIM", adapting, backend="torch").probabilities(test)["seg"]
     np.testing.assert_array_equal(ref, unadapted)  # no frames: trained statistics
     adapted = build_segmenter("A549-SIM", adapting, backend="torch", adapt_frames=frames).probabilities(test)["seg"]

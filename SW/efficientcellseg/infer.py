@@ -420,7 +420,7 @@ def build_segmenter(
     for m in models.values():
         params.update(m.thresholds)
     timer = StageTimer()
-    if adapt_frames:
+    if adapt_frames and wants_adaptation_config(models):
         with timer.stage("adapt"):
             models = adapt_models(models, adapt_frames, cfg, next(iter(pseudo)), denoise_settings)
     calibration = None
@@ -465,6 +465,13 @@ def wants_adaptation(cfg: DatasetConfig, model_dir: Path | None = None, centers_
         except (OSError, ValueError):
             continue  # loading the folder reports it properly
     return False
+
+
+def wants_adaptation_config(models: Mapping[str, LoadedModel]) -> bool:
+    """True when a loaded model's ``config.json`` has a ``norm_adaptation`` entry (valid or not)."""
+    from efficientcellseg.adapt import CONFIG_KEY
+
+    return any(CONFIG_KEY in m.config for m in models.values())
 
 
 def adapt_models(models: Mapping[str, LoadedModel], frames: Sequence[Path | np.ndarray], cfg: DatasetConfig,
