@@ -468,10 +468,11 @@ def wants_adaptation(cfg: DatasetConfig, model_dir: Path | None = None, centers_
 
 
 def wants_adaptation_config(models: Mapping[str, LoadedModel]) -> bool:
-    """True when a loaded model's ``config.json`` has a ``norm_adaptation`` entry (valid or not)."""
+    """True when a loaded model's ``config.json`` has a non-empty ``norm_adaptation`` entry (valid or not: an
+    invalid one is reported by :func:`adapt_models`), the same test as :func:`wants_adaptation` on the files."""
     from efficientcellseg.adapt import CONFIG_KEY
 
-    return any(CONFIG_KEY in m.config for m in models.values())
+    return any(m.config.get(CONFIG_KEY) for m in models.values())
 
 
 def adapt_models(models: Mapping[str, LoadedModel], frames: Sequence[Path | np.ndarray], cfg: DatasetConfig,
