@@ -217,8 +217,8 @@ def test_two_output_seg_centers_model(tric: Path, tmp_path: Path) -> None:
 
 
 def test_denoise_target_smooths_training_inputs_and_travels_with_the_model(tric: Path, tmp_path: Path) -> None:
-    """--denoise-target (and --background-radius): training sees the smoothed frame, the folder stores the setting,
-    inference reads it; a background without a target is refused before any data is read."""
+    """--denoise-target (with --background-radius and --denoise-min-ratio): training sees the smoothed frame, the
+    folder stores the setting, inference reads it; either without a target is refused before any data is read."""
     from efficientcellseg.denoise import DenoiseSettings, denoise_frame
     from efficientcellseg.infer import build_segmenter
     from efficientcellseg.train import _network_images
@@ -232,16 +232,21 @@ def test_denoise_target_smooths_training_inputs_and_travels_with_the_model(tric:
     assert not torch.equal(_network_images(noisy, ds, True, s), _network_images(noisy, ds, True))
     with pytest.raises(ValueError, match="--background-radius needs --denoise-target"):
         train(_cfg(tric, tmp_path / "bad", background_radius=12.0))
-    out = train(_cfg(tric, tmp_path / "m", denoise_target=0.01, background_radius=12.0))
+    with pytest.raises(ValueError, match="--denoise-min-ratio needs --denoise-target"):
+        train(_cfg(tric, tmp_path / "bad", denoise_min_ratio=0.05))
+    out = train(_cfg(tric, tmp_path / "m", denoise_target=0.01, background_radius=12.0, denoise_min_ratio=0.05))
     assert json.loads((out / "config.json").read_text())["denoise"] == {"target_ratio": 0.01, "max_sigma": 3.0,
-                                                                        "background_radius": 12.0}
+                                                                        "background_radius": 12.0, "min_ratio": 0.05}
     card = (out / "MODEL_CARD.md").read_text()
     assert "Noise-adaptive input smoothing" in card and "disk of 12.0 px (a top-hat)" in card
-    assert build_segmenter("TRIC", out, backend="torch").denoise == DenoiseSettings(0.01, background_radius=12.0)
+    assert "frames at or below 0.05 left unsmoothed" in card
+    assert build_segmenter("TRIC", out, backend="torch").denoise == DenoiseSettings(0.01, background_radius=12.0,
+                                                                                    min_ratio=0.05)
 
 
 def test_train_command_line_passes_schedule_and_input_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The thin CLI hands --lr-patience, --denoise-target and --background-radius to TrainConfig unchanged."""
+    """The thin CLI hands --lr-patience and the input settings (--denoise-target, --background-radius,
+    --denoise-min-ratio) to TrainConfig unchanged."""
     import efficientcellseg.train as train_mod
     from efficientcellseg.cli import main
 
@@ -249,12 +254,12 @@ def test_train_command_line_passes_schedule_and_input_settings(tmp_path: Path, m
     monkeypatch.setattr(train_mod, "train", lambda cfg: seen.append(cfg) or tmp_path)
     rc = main(["train", "--dataset", "TRIC", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "-q",
                "--lr-patience", "1000", "--denoise-target", "0.026", "--background-radius", "8",
-               "--center-weight", "3"])
+               "--denoise-min-ratio", "0.04", "--center-weight", "3"])
     assert rc == 0 and len(seen) == 1
     assert (seen[0].lr_patience, seen[0].denoise_target, seen[0].background_radius) == (1000, 0.026, 8.0)
-    assert seen[0].center_weight == 3.0
+    assert seen[0].center_weight == 3.0 and seen[0].denoise_min_ratio == 0.04
     main(["train", "--dataset", "TRIC", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "-q"])
-    assert seen[1].lr_patience == 3 and seen[1].background_radius == 0.0  # the defaults
+    assert seen[1].lr_patience == 3 and seen[1].background_radius == seen[1].denoise_min_ratio == 0.0  # defaults
     assert seen[1].center_weight == 1.0
 
 

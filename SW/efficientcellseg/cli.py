@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --denoise-target: first remove the background under objects narrower than a disk "
                         "of PX pixels (a top-hat; flattens haze and uneven background; stored with the model; "
                         "default 0, off)")
+    p.add_argument("--denoise-min-ratio", type=float, default=0.0, metavar="RATIO",
+                   help="with --denoise-target: leave frames whose noise/range ratio is at or below RATIO "
+                        "unsmoothed (e.g. the shipped MDA231-seg's min_ratio 0.08; default 0, none)")
     p.add_argument("--time-limit", type=float, default=None, help="stop after this many minutes (checkpointed)")
     p.add_argument("--val-fraction", type=float, default=0.15, help="fraction of samples held out for validation")
     p.add_argument("--patience", type=int, default=10, help="early stopping patience in epochs")
@@ -240,7 +243,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
         pseudocolor=not a.grey, decoder_channels=tuple(a.decoder_channels) if a.decoder_channels else None,
         out=a.out, device=a.device, encoder_weights=a.encoder_weights, seed=a.seed, resume=a.resume,
         init_from=a.init_from, ema_decay=a.ema_decay, denoise_target=a.denoise_target,
-        background_radius=a.background_radius, time_limit_min=a.time_limit, val_fraction=a.val_fraction,
+        background_radius=a.background_radius,
+        denoise_min_ratio=a.denoise_min_ratio, time_limit_min=a.time_limit, val_fraction=a.val_fraction,
         patience=a.patience, lr_patience=a.lr_patience, threads=a.threads, augment=AUGMENT_PRESETS[a.augment],
         center_weight=a.center_weight,
     )

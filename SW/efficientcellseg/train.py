@@ -103,6 +103,9 @@ class TrainConfig:
     background_radius: float = 0.0
     """With ``denoise_target``: first remove the background under objects narrower than a disk of this radius
     (pixels; a top-hat, denoise.py)."""
+    denoise_min_ratio: float = 0.0
+    """With ``denoise_target``: frames whose noise ratio is at or below this stay unsmoothed (the shipped
+    MDA231 and TRIC folders' ``min_ratio``, so a fine-tuning sees the input inference gives it); 0: none."""
     ema_decay: float = 0.0
     """Exponential moving average of weights and BN statistics per step (e.g. 0.999); validation and the
     saved model use the average, which smooths the epoch-to-epoch noise of small batches. 0 = off."""
@@ -341,8 +344,11 @@ def _denoise_settings(cfg: TrainConfig) -> DenoiseSettings | None:
         if cfg.background_radius > 0:
             raise ValueError("--background-radius needs --denoise-target (the background is removed before the "
                              "noise-adaptive smoothing)")
+        if cfg.denoise_min_ratio > 0:
+            raise ValueError("--denoise-min-ratio needs --denoise-target")
         return None
-    return DenoiseSettings(cfg.denoise_target, background_radius=cfg.background_radius)
+    return DenoiseSettings(cfg.denoise_target, background_radius=cfg.background_radius,
+                           min_ratio=cfg.denoise_min_ratio)
 
 
 def _network_images(raw: np.ndarray, ds: DatasetConfig, pseudocolor: bool,
@@ -645,8 +651,9 @@ def _model_card(name: str, cfg: TrainConfig, record: dict[str, Any], thresholds:
         f"- Sequences {', '.join(record['seqs'])}; validation frames {record['val_frames']} (split by frame).",
         f"- Input: {'Context Aware Pseudocoloring' if cfg.pseudocolor else 'grey stack'}, network scale as in "
         f"inference (input size {ds.input_size}), random crops of {record['crop']} px, batch {cfg.batch_size}.",
-        *([f"- Noise-adaptive input smoothing (denoise.py): target noise ratio {cfg.denoise_target}, in training "
-           "and inference."] if cfg.denoise_target is not None else []),
+        *([f"- Noise-adaptive input smoothing (denoise.py): target noise ratio {cfg.denoise_target}"
+           + (f", frames at or below {cfg.denoise_min_ratio} left unsmoothed" if cfg.denoise_min_ratio > 0 else "")
+           + ", in training and inference."] if cfg.denoise_target is not None else []),
         *([f"- Background removal before it (denoise.py): every slice minus its grey opening with a disk of "
            f"{cfg.background_radius} px (a top-hat), clipped at 0, in training and inference."]
           if cfg.background_radius > 0 else []),
