@@ -37,15 +37,9 @@ sys.path.insert(0, str(ROOT / "SW"))
 
 from efficientcellseg.augment import AugmentConfig  # noqa: E402
 from efficientcellseg.datasets import get_dataset  # noqa: E402
-from efficientcellseg.train import (  # noqa: E402
-    TrainConfig,
-    discover,
-    frame_samples,
-    iou_counts,
-    iou_from_counts,
-    predict_samples,
-    train,
-)
+from efficientcellseg.train import TrainConfig, train  # noqa: E402
+from efficientcellseg.trainset import discover, frame_samples  # noqa: E402
+from efficientcellseg.validation import iou_counts, iou_from_counts, predict_samples  # noqa: E402
 
 CONFIGS = (
     ("1 grey", False, (64, 48, 32, 16)),

@@ -280,7 +280,8 @@ def _data_rate(dry: bool) -> dict[str, Any]:
     import torch
 
     from efficientcellseg.augment import STRONG
-    from efficientcellseg.train import Sample, TrainConfig, _batch
+    from efficientcellseg.train import TrainConfig, _batch
+    from efficientcellseg.trainset import Sample
 
     batch, crop, n = (2, 64, 2) if dry else (16, 160, 20)
     rng = np.random.default_rng(0)

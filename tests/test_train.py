@@ -14,17 +14,8 @@ import torch
 from efficientcellseg.augment import AugmentConfig
 from efficientcellseg.datasets import get_dataset
 from efficientcellseg.losses import dice_loss, soft_focal_loss
-from efficientcellseg.train import (
-    CHECKPOINT,
-    TrainConfig,
-    _batch,
-    _combine_gold_st,
-    _loss,
-    centre_heatmaps,
-    discover,
-    frame_samples,
-    train,
-)
+from efficientcellseg.train import CHECKPOINT, TrainConfig, _batch, _loss, train
+from efficientcellseg.trainset import _combine_gold_st, centre_heatmaps, discover, frame_samples
 from efficientcellseg.weights import HASHED, load_model_folder
 
 SEED = 11  # synth seed used only by this test module
@@ -180,6 +171,60 @@ def test_init_from_folder_and_weight_average(tric: Path, tmp_path: Path) -> None
         train(_cfg(tric, tmp_path / "d", init_from=a, decoder_channels=(32, 24, 16, 8)))
 
 
+def _with_second_sequence(tric: Path, root: Path) -> Path:
+    """A copy of the dataset with sequence 01 (images, GT, ST) also as 02."""
+    import shutil
+
+    data = root / tric.name
+    shutil.copytree(tric, data)
+    for suffix in ("", "_GT", "_ST"):
+        if (data / f"01{suffix}").is_dir():
+            shutil.copytree(data / f"01{suffix}", data / f"02{suffix}")
+    return data
+
+
+def test_validation_sequences_are_held_out(tric: Path, tmp_path: Path) -> None:
+    """--val-seqs: every frame of those sequences validates and none trains; overlap or absence is refused."""
+    from efficientcellseg.errors import CTCInputError
+    from efficientcellseg.trainset import split_frames
+
+    data = _with_second_sequence(tric, tmp_path)
+    cfg = _cfg(data, tmp_path / "m", val_seqs=("02",))
+    tr, va = split_frames(discover(cfg), cfg)
+    assert {r.seq for r in tr} == {"01"} and {r.seq for r in va} == {"02"} and len(va) == 3
+    plain = _cfg(data, tmp_path / "m", seqs=("01", "02"))
+    tr2, va2 = split_frames(discover(plain), plain)
+    assert len(tr2) + len(va2) == 6 and len(va2) < 3  # the seeded split of both sequences
+    with pytest.raises(CTCInputError, match=r"in both --seqs and --val-seqs"):
+        discover(_cfg(data, tmp_path / "m", seqs=("01", "02"), val_seqs=("02",)))
+    bad = _cfg(data, tmp_path / "m", val_seqs=("07",))
+    with pytest.raises(CTCInputError, match=r"validation sequence\(s\) \['07'\]"):
+        split_frames(discover(bad), bad)
+
+
+def test_keep_last_writes_the_last_epochs_average(tric: Path, tmp_path: Path) -> None:
+    """--keep last: the folder holds the last epoch's averaged weights (not the best-validated ones), says so in
+    its record and card, and takes its thresholds from that epoch; --keep best (default) records its epoch."""
+    data = _with_second_sequence(tric, tmp_path)
+    out = train(_cfg(data, tmp_path / "last", val_seqs=("02",), epochs=3, ema_decay=0.5, keep="last"))
+    ck = torch.load(out / CHECKPOINT, weights_only=True)
+    saved = load_model_folder(out).net.state_dict()
+    ema = {k[len("module."):]: v for k, v in ck["ema"].items() if k.startswith("module.")}
+    assert set(saved) <= set(ema)  # the folder stores floating tensors as float16
+    assert all(torch.equal(ema[k].half().float(), saved[k].float()) for k in saved if saved[k].is_floating_point())
+    rec = json.loads((out / "config.json").read_text())["training"]
+    assert rec["kept"] == "last" and rec["kept_epoch"] == 3 and rec["val_frames"][0].startswith("02/")
+    last_thr = rec["history"][-1]["prob_threshold"]
+    assert load_model_folder(out).thresholds["prob_threshold"] == last_thr
+    assert "holds the **last** epoch's weights (epoch 3" in (out / "MODEL_CARD.md").read_text()
+    best = train(_cfg(data, tmp_path / "best", val_seqs=("02",), epochs=3, ema_decay=0.5))
+    rec_b = json.loads((best / "config.json").read_text())["training"]
+    assert rec_b["kept"] == "best" and rec_b["kept_epoch"] == rec_b["best_epoch"]
+    assert "last** epoch" not in (best / "MODEL_CARD.md").read_text()
+    with pytest.raises(ValueError, match="keep must be one of"):
+        train(_cfg(data, tmp_path / "x", keep="first"))
+
+
 def test_two_output_seg_centers_model(tric: Path, tmp_path: Path) -> None:
     """Task seg_centers: one network, channel 0 foreground (binary target), channel 1 centre heatmap; starts
     from a one-output seg folder (its head becomes channel 0, channel 1 is new); both thresholds are stored."""
@@ -221,15 +266,15 @@ def test_denoise_target_smooths_training_inputs_and_travels_with_the_model(tric:
     folder stores the setting, inference reads it; either without a target is refused before any data is read."""
     from efficientcellseg.denoise import DenoiseSettings, denoise_frame
     from efficientcellseg.infer import build_segmenter
-    from efficientcellseg.train import _network_images
+    from efficientcellseg.trainset import network_images
 
     ds = get_dataset("TRIC")
     raw = tifffile.imread(sorted((tric / "01").glob("t*.tif"))[0])
     noisy = np.clip(raw.astype(np.float64) + np.random.default_rng(0).normal(0, 60, raw.shape), 0, 65535)
     noisy = noisy.astype(np.uint16)
     s = DenoiseSettings(0.01)
-    assert torch.equal(_network_images(noisy, ds, True, s), _network_images(denoise_frame(noisy, s), ds, True))
-    assert not torch.equal(_network_images(noisy, ds, True, s), _network_images(noisy, ds, True))
+    assert torch.equal(network_images(noisy, ds, True, s), network_images(denoise_frame(noisy, s), ds, True))
+    assert not torch.equal(network_images(noisy, ds, True, s), network_images(noisy, ds, True))
     with pytest.raises(ValueError, match="--background-radius needs --denoise-target"):
         train(_cfg(tric, tmp_path / "bad", background_radius=12.0))
     with pytest.raises(ValueError, match="--denoise-min-ratio needs --denoise-target"):
@@ -254,13 +299,14 @@ def test_train_command_line_passes_schedule_and_input_settings(tmp_path: Path, m
     monkeypatch.setattr(train_mod, "train", lambda cfg: seen.append(cfg) or tmp_path)
     rc = main(["train", "--dataset", "TRIC", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "-q",
                "--lr-patience", "1000", "--denoise-target", "0.026", "--background-radius", "8",
-               "--denoise-min-ratio", "0.04", "--center-weight", "3"])
+               "--denoise-min-ratio", "0.04", "--center-weight", "3", "--val-seqs", "31", "32", "--keep", "last"])
     assert rc == 0 and len(seen) == 1
+    assert seen[0].val_seqs == ("31", "32") and seen[0].keep == "last"
     assert (seen[0].lr_patience, seen[0].denoise_target, seen[0].background_radius) == (1000, 0.026, 8.0)
     assert seen[0].center_weight == 3.0 and seen[0].denoise_min_ratio == 0.04
     main(["train", "--dataset", "TRIC", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "-q"])
     assert seen[1].lr_patience == 3 and seen[1].background_radius == seen[1].denoise_min_ratio == 0.0  # defaults
-    assert seen[1].center_weight == 1.0
+    assert seen[1].center_weight == 1.0 and seen[1].val_seqs == () and seen[1].keep == "best"
 
 
 def test_prefetched_batches_equal_a_plain_loop() -> None:

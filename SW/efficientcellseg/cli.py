@@ -133,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "unsmoothed (e.g. the shipped MDA231-seg's min_ratio 0.08; default 0, none)")
     p.add_argument("--time-limit", type=float, default=None, help="stop after this many minutes (checkpointed)")
     p.add_argument("--val-fraction", type=float, default=0.15, help="fraction of samples held out for validation")
+    p.add_argument("--val-seqs", nargs="+", default=[], metavar="SEQ",
+                   help="validate on every frame of these sequences instead (not trained on; e.g. held-out "
+                        "randomized draws)")
+    p.add_argument("--keep", default="best", choices=["best", "last"],
+                   help="weights the model folder holds: the best-validated epoch's (default) or the last epoch's")
     p.add_argument("--patience", type=int, default=10, help="early stopping patience in epochs")
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
     _add_common(p)
@@ -245,6 +250,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         init_from=a.init_from, ema_decay=a.ema_decay, denoise_target=a.denoise_target,
         background_radius=a.background_radius,
         denoise_min_ratio=a.denoise_min_ratio, time_limit_min=a.time_limit, val_fraction=a.val_fraction,
+        val_seqs=tuple(a.val_seqs), keep=a.keep,
         patience=a.patience, lr_patience=a.lr_patience, threads=a.threads, augment=AUGMENT_PRESETS[a.augment],
         center_weight=a.center_weight,
     )
