@@ -658,3 +658,33 @@ def test_centers_watershed_gates_each_cell_against_its_own_brightness() -> None:
     assert np.logical_and(gated > 0, two_truth).sum() / np.logical_or(gated > 0, two_truth).sum() > 0.9
     with pytest.raises(ValueError, match="centers_watershed with signal_fraction > 0 needs the raw signal"):
         centers_watershed(two_prob, centers, signal_fraction=0.3, **params)
+
+
+def test_threads_give_the_same_labels_and_are_checked() -> None:
+    """The per-component watershed and the per-slice rings run in threads (set_threads); the labels are
+    written in component order, so 1 and 3 threads give identical results on many touching nuclei."""
+    rng = np.random.default_rng(5)
+    shape = (9, 96, 96)
+    fg = np.zeros(shape, bool)
+    for _ in range(40):  # overlapping ellipsoids: touching pairs and clusters to split
+        c = (rng.uniform(2, 7), rng.uniform(8, 88), rng.uniform(8, 88))
+        fg |= ellipsoid(shape, c, (2.5, rng.uniform(4, 7), rng.uniform(4, 7)))
+    prob = as_prob(fg)
+    signal = ndi.gaussian_filter(fg.astype(np.float32) * 1000 + rng.normal(100, 20, shape), (0, 1.5, 1.5))
+    centers = ndi.gaussian_filter(ndi.distance_transform_edt(fg), 1.0).astype(np.float32)
+    centers /= centers.max()
+    runs = {}
+    try:
+        for n in (1, 3):
+            pp.set_threads(n)
+            runs[n] = (postprocess("distance_watershed", prob, {"prob_threshold": 0.5, "min_distance": 3,
+                                                                 "z_scale": 2.0, "min_size": 10,
+                                                                 "boundary_fraction": 0.35}, signal=signal),
+                       centers_watershed(prob, centers, prob_threshold=0.5, center_threshold=0.3,
+                                         center_min_distance=4, z_scale=2.0, min_size=10))
+    finally:
+        pp.set_threads(None)
+    assert runs[1][0].max() > 20 and runs[1][1].max() > 10  # many objects, so the threads share work
+    assert np.array_equal(runs[1][0], runs[3][0]) and np.array_equal(runs[1][1], runs[3][1])
+    with pytest.raises(ValueError, match="post-processing threads must be >= 1, got 0"):
+        pp.set_threads(0)

@@ -101,9 +101,12 @@ def worker_segmenter(opts: WorkerOptions) -> tuple[Segmenter, float]:
             return seg, 0.0
         import torch
 
+        from efficientcellseg.postprocess import set_threads
+
         t0 = time.perf_counter()
         threads = opts.threads or _default_task_threads()
         torch.set_num_threads(threads)
+        set_threads(threads)
         calib = [Path(p) for p in opts.calibration_frames] if opts.calibration_frames else None
         adapt = [Path(p) for p in opts.adapt_frames] if opts.adapt_frames else None
         seg = build_segmenter(opts.dataset, opts.model_dir, opts.centers_model_dir, opts.device, opts.backend,

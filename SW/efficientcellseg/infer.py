@@ -578,10 +578,13 @@ def predict_sequence(
     that ask for it adapt their normalisation to :data:`CALIBRATION_FRAMES` frames of ``input_dir``
     (:mod:`efficientcellseg.adapt`); ``False`` keeps the trained statistics.
     """
+    from efficientcellseg.postprocess import set_threads
+
     if threads:
         torch.set_num_threads(threads)
     else:
         torch.set_num_threads(os.cpu_count() or 1)
+    set_threads(threads)  # the post-processing's threads (None: the cores, at most 4)
     frames = list_frames(input_dir)
     cfg = get_dataset(dataset)
     out = check_output_dir(output_dir, input_dir)
