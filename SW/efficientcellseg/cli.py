@@ -269,8 +269,12 @@ def _cmd_synth(a: argparse.Namespace) -> int:
         return 2
     from efficientcellseg.synth import generate
 
-    ds = generate(profile=a.profile, out_root=a.out, seq=a.seq, frames=a.frames, seed=a.seed, small=a.small,
-                  preview=a.preview, randomize=a.randomize)
+    try:
+        ds = generate(profile=a.profile, out_root=a.out, seq=a.seq, frames=a.frames, seed=a.seed, small=a.small,
+                      preview=a.preview, randomize=a.randomize)
+    except ValueError as exc:  # a bad --seq or --frames: one line, exit code 2
+        log.error("%s", exc)
+        return 2
     log.info("wrote %s", ds)
     return 0
 

@@ -234,7 +234,8 @@ def train(cfg: TrainConfig) -> Path:
         log.info("resumed from %s at epoch %d (step %d, best %.4f)", ckpt_path, state["epoch"], state["step"],
                  state["best_score"])
     elif cfg.resume:
-        log.info("no checkpoint in %s; starting from scratch", out)
+        log.info("no checkpoint in %s; starting from %s", out,
+                 cfg.init_from if cfg.init_from is not None else "scratch")
 
     limit_s = cfg.time_limit_min * 60 if cfg.time_limit_min else None
     elapsed_before = state["elapsed_s"]
