@@ -1,0 +1,102 @@
+"""Post-processing of one frame with 1 and N threads: the same labels, and how much faster (issue #15).
+
+The network runs once (shipped folders, exact fp32); then the dataset's post-processing runs ``--rounds``
+times per thread count on those outputs (:func:`efficientcellseg.postprocess.set_threads`). Every run must give
+labels identical to the one-thread run (the script fails otherwise). Prints a Markdown table of seconds per
+run and the speed-up; the figures are ratios within one run, as the host's speed varies between sessions::
+
+    .venv/bin/python benchmarks/postprocess_threads.py --dataset TRIC              # a full-size TRIC frame
+    .venv/bin/python benchmarks/postprocess_threads.py --dataset MDA231 --frame PATH/t000.tif
+
+Without ``--frame`` one frame of the fixed profile is generated at CTC size (seed 9) under ``--work``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "SW") not in sys.path:
+    sys.path.insert(0, str(ROOT / "SW"))
+
+from efficientcellseg import postprocess as pp  # noqa: E402
+from efficientcellseg.ctc_io import read_frame  # noqa: E402
+from efficientcellseg.datasets import get_dataset  # noqa: E402
+from efficientcellseg.infer import build_segmenter  # noqa: E402
+from efficientcellseg.log import setup_logging  # noqa: E402
+
+log = logging.getLogger("postprocess_threads")
+
+
+def generated_frame(dataset: str, work: Path) -> Path:
+    """The first frame of a fixed-profile sequence at CTC size (seed 9), generated once under ``work``."""
+    from efficientcellseg.synth import generate
+
+    cfg = get_dataset(dataset)
+    frame = work / cfg.ctc_name / "01" / "t000.tif"
+    if not frame.is_file():
+        generate(profile=dataset, out_root=work, seq="01", frames=1, seed=9)
+    return frame
+
+
+def time_threads(dataset: str, frame: Path, threads: list[int], rounds: int) -> dict[int, list[float]]:
+    """Seconds of each post-processing run per thread count; raises if any labels differ from one thread's."""
+    cfg = get_dataset(dataset)
+    seg = build_segmenter(dataset, device="cpu", backend="onnx")
+    probs = seg.probabilities(read_frame(frame, max_z=cfg.max_z))
+    reference = None
+    out: dict[int, list[float]] = {n: [] for n in threads}
+    try:
+        for _ in range(rounds):
+            for n in threads:
+                pp.set_threads(n)
+                t0 = time.perf_counter()
+                labels = seg.labels(probs)
+                out[n].append(time.perf_counter() - t0)
+                if reference is None:
+                    reference = labels
+                elif not np.array_equal(reference, labels):
+                    raise AssertionError(f"{n} threads gave other labels than {threads[0]} on {frame}")
+    finally:
+        pp.set_threads(None)
+    log.info("%s: %d objects, identical labels for threads %s", frame, int(reference.max()), threads)
+    return out
+
+
+def table(dataset: str, frame: Path, times: dict[int, list[float]]) -> str:
+    """Markdown: median seconds per thread count and the speed-up over the first."""
+    base = float(np.median(times[min(times)]))
+    lines = [f"Post-processing of {frame} ({dataset}), median of {len(times[min(times)])} runs:", "",
+             "| threads | seconds | runs | speed-up |", "|---|---|---|---|"]
+    for n, ts in times.items():
+        med = float(np.median(ts))
+        lines.append(f"| {n} | {med:.2f} | {', '.join(f'{t:.2f}' for t in ts)} | {base / med:.2f}x |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="TRIC", choices=["MDA231", "TRIC", "A549-SIM"], help="dataset")
+    p.add_argument("--frame", type=Path, default=None, help="raw frame (default: generate one at CTC size)")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts, the first is the base")
+    p.add_argument("--rounds", type=int, default=2, help="runs per thread count")
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / "postprocess_threads", help="generated frame")
+    a = p.parse_args(argv)
+    setup_logging(0)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    frame = a.frame or generated_frame(a.dataset, a.work)
+    if not frame.is_file():
+        print(f"error: {frame}: no such frame; give a raw CTC frame (tTTT.tif) with --frame", file=sys.stderr)
+        return 2
+    print(table(a.dataset, frame, time_threads(a.dataset, frame, a.threads, a.rounds)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
