@@ -15,7 +15,8 @@ Training samples, per frame:
 
 Cell-centre targets (MDA231's second model) are Gaussian heatmaps around each object's 3D centroid, computed
 from full 3D labels (GT or ST) with the anisotropic voxel size: sigma ``center_sigma`` network pixels in xy and
-the matching number of slices in z (at least one slice). Validation is split by frame, never by slice.
+the matching number of slices in z (at least one slice). Validation is split by frame, never by slice, or
+takes whole held-out sequences (``val_seqs``).
 """
 
 from __future__ import annotations
