@@ -15,7 +15,7 @@ for cond in default dim; do
     echo "== $cond $key"
     $py -m evaluation.tra --check --gt $w/$cond/$folder/01_GT --res $w/$cond/$folder/01_RES 2>&1 | tail -3
     $py -m evaluation.tra --gt $w/$cond/$folder/01_GT --res $w/$cond/$folder/01_RES 2>&1 | tail -2
-    $py -m evaluation.seg --gt $w/$cond/$folder/01_GT --res $w/$cond/$folder/01_RES 2>&1 | grep "^SEG"
+    $py -m evaluation.seg --gt $w/$cond/$folder/01_GT/SEG --res $w/$cond/$folder/01_RES 2>&1 | grep "^SEG"
     $py -c "
 from ctc_metrics.scripts.validate import validate_sequence
 print('py-ctcmetrics valid:', validate_sequence('$w/$cond/$folder/01_RES', threads=1))" 2>&1 | tail -1
