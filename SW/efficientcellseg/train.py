@@ -10,7 +10,8 @@ Losses: Dice + BCE for segmentation (``bce_weight=0`` gives the paper's pure Dic
 centres (see :mod:`efficientcellseg.losses`). Adam, ReduceLROnPlateau on the validation score
 (:mod:`efficientcellseg.validation`), early stopping, a ``checkpoint.pt`` after every epoch (resumable, loaded
 with ``weights_only=True``) and a complete model folder (:mod:`efficientcellseg.train_record`) written whenever
-validation improves, so the best weights are the ones saved.
+validation improves, so the best weights are the ones saved; with ``keep="last"`` it is written after every
+epoch with that epoch's weights instead. ``val_seqs`` validates on whole held-out sequences.
 """
 
 from __future__ import annotations
