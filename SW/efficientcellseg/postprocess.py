@@ -60,8 +60,9 @@ _threads = min(4, os.cpu_count() or 1)
 
 def set_threads(n: int | None) -> None:
     """Threads for the per-component watershed and the per-slice boundary rings (SciPy and scikit-image
-    release the GIL there, so two threads ran a full-size TRIC frame's watershed stage ~1.8x faster on 2
-    cores); ``None``: the machine's cores, at most 4. The labels are the same for any number."""
+    release the GIL there: a full-size TRIC frame's post-processing ran 1.54x faster with two threads on 2
+    cores, ``benchmarks/postprocess_threads.py``); ``None``: the machine's cores, at most 4. The labels are
+    the same for any number."""
     global _threads
     if n is not None and n < 1:
         raise ValueError(f"post-processing threads must be >= 1, got {n}")
