@@ -183,7 +183,9 @@ def test_frame_whose_worker_dies_twice_stops_the_run(seqs, client, tmp_path) -> 
             predict_distributed("A549-SIM", [seqs["A549-SIM"]], [tmp_path / "dask"], client, threads=1)
     finally:
         client.unregister_worker_plugin("ecs-test-exit-on-frame")
-    client.wait_for_workers(2, timeout=120)
+    # The last test on the shared cluster. Dask's nannies restart the killed workers, but one nanny closed itself
+    # instead after its restart in one CI run (2026-12-06; the ClusterError above had been raised as expected), and
+    # no later test needs both workers, so nothing waits for them here.
 
 
 def test_corrupt_frame_through_cluster_run_script(tmp_path) -> None:
