@@ -8,7 +8,8 @@ run and the speed-up; the figures are ratios within one run, as the host's speed
     .venv/bin/python benchmarks/postprocess_threads.py --dataset TRIC              # a full-size TRIC frame
     .venv/bin/python benchmarks/postprocess_threads.py --dataset MDA231 --frame PATH/t000.tif
 
-Without ``--frame`` one frame of the fixed profile is generated at CTC size (seed 9) under ``--work``.
+Without ``--frame`` the first frame of the fixed profile at CTC size (seed 9) is generated in memory
+(:func:`efficientcellseg.synth.generate_frame_for_benchmark`, as ``benchmarks/speed.py`` makes its frames).
 """
 
 from __future__ import annotations
@@ -34,22 +35,12 @@ from efficientcellseg.log import setup_logging  # noqa: E402
 log = logging.getLogger("postprocess_threads")
 
 
-def generated_frame(dataset: str, work: Path) -> Path:
-    """The first frame of a fixed-profile sequence at CTC size (seed 9), generated once under ``work``."""
-    from efficientcellseg.synth import generate
-
-    cfg = get_dataset(dataset)
-    frame = work / cfg.ctc_name / "01" / "t000.tif"
-    if not frame.is_file():
-        generate(profile=dataset, out_root=work, seq="01", frames=1, seed=9)
-    return frame
-
-
-def time_threads(dataset: str, frame: Path, threads: list[int], rounds: int) -> dict[int, list[float]]:
-    """Seconds of each post-processing run per thread count; raises if any labels differ from one thread's."""
-    cfg = get_dataset(dataset)
+def time_threads(dataset: str, raw: np.ndarray, name: str, threads: list[int], rounds: int
+                 ) -> dict[int, list[float]]:
+    """Seconds of each post-processing run of the frame ``raw`` per thread count; raises if any labels differ
+    from the first count's."""
     seg = build_segmenter(dataset, device="cpu", backend="onnx")
-    probs = seg.probabilities(read_frame(frame, max_z=cfg.max_z))
+    probs = seg.probabilities(raw)
     reference = None
     out: dict[int, list[float]] = {n: [] for n in threads}
     try:
@@ -62,17 +53,18 @@ def time_threads(dataset: str, frame: Path, threads: list[int], rounds: int) -> 
                 if reference is None:
                     reference = labels
                 elif not np.array_equal(reference, labels):
-                    raise AssertionError(f"{n} threads gave other labels than {threads[0]} on {frame}")
+                    raise AssertionError(f"{n} threads gave other labels than {threads[0]} on {name}")
     finally:
         pp.set_threads(None)
-    log.info("%s: %d objects, identical labels for threads %s", frame, int(reference.max()), threads)
+    log.info("%s: %d objects, identical labels for threads %s", name, int(reference.max()), threads)
     return out
 
 
-def table(dataset: str, frame: Path, times: dict[int, list[float]]) -> str:
+def table(dataset: str, frame: str, times: dict[int, list[float]]) -> str:
     """Markdown: median seconds per thread count and the speed-up over the first."""
-    base = float(np.median(times[min(times)]))
-    lines = [f"Post-processing of {frame} ({dataset}), median of {len(times[min(times)])} runs:", "",
+    first = next(iter(times))
+    base = float(np.median(times[first]))
+    lines = [f"Post-processing of {frame} ({dataset}), median of {len(times[first])} runs:", "",
              "| threads | seconds | runs | speed-up |", "|---|---|---|---|"]
     for n, ts in times.items():
         med = float(np.median(ts))
@@ -86,15 +78,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frame", type=Path, default=None, help="raw frame (default: generate one at CTC size)")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts, the first is the base")
     p.add_argument("--rounds", type=int, default=2, help="runs per thread count")
-    p.add_argument("--work", type=Path, default=ROOT / "runs" / "postprocess_threads", help="generated frame")
     a = p.parse_args(argv)
     setup_logging(0)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    frame = a.frame or generated_frame(a.dataset, a.work)
-    if not frame.is_file():
-        print(f"error: {frame}: no such frame; give a raw CTC frame (tTTT.tif) with --frame", file=sys.stderr)
+    if a.frame is None:
+        from efficientcellseg.synth import generate_frame_for_benchmark
+
+        raw, name = generate_frame_for_benchmark(a.dataset, seed=9)[0], f"generated {a.dataset} frame (seed 9)"
+    elif not a.frame.is_file():
+        print(f"error: {a.frame}: no such frame; give a raw CTC frame (tTTT.tif) with --frame", file=sys.stderr)
         return 2
-    print(table(a.dataset, frame, time_threads(a.dataset, frame, a.threads, a.rounds)))
+    else:
+        raw, name = read_frame(a.frame, max_z=get_dataset(a.dataset).max_z), str(a.frame)
+    print(table(a.dataset, name, time_threads(a.dataset, raw, name, a.threads, a.rounds)))
     return 0
 
 

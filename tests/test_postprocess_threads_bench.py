@@ -13,7 +13,7 @@ from postprocess_threads import main, table  # noqa: E402
 
 
 def test_table_gives_medians_and_speed_up() -> None:
-    text = table("TRIC", Path("f.tif"), {1: [4.0, 6.0, 5.0], 2: [2.5, 2.4, 2.6]})
+    text = table("TRIC", "f.tif", {1: [4.0, 6.0, 5.0], 2: [2.5, 2.4, 2.6]})
     assert "| 1 | 5.00 | 4.00, 6.00, 5.00 | 1.00x |" in text
     assert "| 2 | 2.50 | 2.50, 2.40, 2.60 | 2.00x |" in text
 

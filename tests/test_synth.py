@@ -163,7 +163,6 @@ def test_cli_synth_with_preview_and_record(tmp_path: Path) -> None:
 
 
 def test_cli_synth_bad_arguments(tmp_path: Path) -> None:
-    import os
     import subprocess
     import sys
 
@@ -173,10 +172,8 @@ def test_cli_synth_bad_arguments(tmp_path: Path) -> None:
         generate("MDA231", tmp_path, frames=0)
     # a bad --seq or --frames is one error line and exit code 2, not a traceback; nothing is written
     assert main(["synth", "--profile", "MDA231", "--out", str(tmp_path / "s"), "--frames", "0"]) == 2
-    sw = str(Path(__file__).resolve().parents[1] / "SW")
-    env = {**os.environ, "PYTHONPATH": sw + os.pathsep + os.environ.get("PYTHONPATH", "")}
     res = subprocess.run([sys.executable, "-m", "efficientcellseg", "synth", "--profile", "MDA231", "--out",
-                          str(tmp_path / "s"), "--seq", "100"], capture_output=True, text=True, env=env, timeout=120)
+                          str(tmp_path / "s"), "--seq", "100"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "seq must be two digits like 01, got '100'" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()

@@ -55,7 +55,13 @@ _SLICE_2D = _readonly(np.pad(ndi.generate_binary_structure(2, 1)[None], ((1, 1),
 # ---------------------------------------------------------------------------------------------- label helpers
 _In = TypeVar("_In")
 _Out = TypeVar("_Out")
-_threads = min(4, os.cpu_count() or 1)
+
+
+def _default_threads() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+_threads = _default_threads()
 
 
 def set_threads(n: int | None) -> None:
@@ -66,7 +72,7 @@ def set_threads(n: int | None) -> None:
     global _threads
     if n is not None and n < 1:
         raise ValueError(f"post-processing threads must be >= 1, got {n}")
-    _threads = n if n is not None else min(4, os.cpu_count() or 1)
+    _threads = n if n is not None else _default_threads()
 
 
 def _ordered_map(fn: Callable[[_In], _Out], items: Sequence[_In]) -> Iterator[_Out]:
