@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
+from scipy.spatial import cKDTree
 
 from efficientcellseg.trainset import Sample
 
@@ -90,15 +91,35 @@ def centre_detection_f1(probs: list[np.ndarray], samples: list[Sample], min_dist
             n_pred[k] += len(pz)
             if len(pz) == 0 or len(cen) == 0:
                 continue
-            d = np.hypot(py[:, None] - cen[None, :, 1], px[:, None] - cen[None, :, 2])
-            d[np.abs(pz[:, None] - cen[None, :, 0]) > 2] = np.inf
-            used = np.zeros(len(cen), bool)
-            for pi in np.argsort(d.min(1)):
-                j = int(np.argmin(np.where(used, np.inf, d[pi])))
-                if d[pi, j] <= match_px and not used[j]:
-                    used[j] = True
-                    tp[k] += 1
+            tp[k] += _greedy_matches(np.stack([pz, py, px], 1), cen, match_px)
     return 2 * tp / np.maximum(n_pred + n_true, 1)
+
+
+def _greedy_matches(pred: np.ndarray, true: np.ndarray, match_px: float, max_dz: int = 2) -> int:
+    """Matches of predicted and true centres (z, y, x): predictions in order of their nearest true centre take the
+    nearest one still free within ``match_px`` in xy and ``max_dz`` slices. Only pairs within reach are formed (a
+    k-d tree), so a flat heatmap with millions of peaks costs memory in proportion to those pairs, not to
+    peaks x centres."""
+    pairs = cKDTree(pred[:, 1:].astype(np.float64)).sparse_distance_matrix(
+        cKDTree(true[:, 1:].astype(np.float64)), match_px, output_type="coo_matrix")
+    rows, cols, dist = pairs.row, pairs.col, pairs.data
+    keep = np.abs(pred[rows, 0] - true[cols, 0]) <= max_dz
+    rows, cols, dist = rows[keep], cols[keep], dist[keep]
+    if len(rows) == 0:
+        return 0
+    by_pair = np.lexsort((cols, dist, rows))  # per prediction, its candidates nearest first
+    rows, cols, dist = rows[by_pair], cols[by_pair], dist[by_pair]
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    ends = np.r_[starts[1:], len(rows)]
+    used = np.zeros(len(true), bool)
+    n = 0
+    for i in np.argsort(dist[starts], kind="stable"):  # predictions by their nearest distance
+        for j in cols[starts[i]:ends[i]]:
+            if not used[j]:
+                used[j] = True
+                n += 1
+                break
+    return n
 
 
 def validate(net: torch.nn.Module, samples: list[Sample], task: str, device: torch.device) -> dict[str, Any]:
