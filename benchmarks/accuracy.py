@@ -130,18 +130,13 @@ def parse_model_sets(texts: Sequence[str]) -> dict[str, Path | None]:
 
 
 def model_folders(models_dir: Path, dataset: str) -> dict[str, Path]:
-    """Return ``{task: folder}`` of the dataset's models inside ``models_dir`` (e.g. ``seg``, ``centers``).
-    A ``seg`` folder that gives the centre heatmap itself (task ``seg_centers``, MDA231 as one network) is the
-    whole set. Raises ValueError when one is missing."""
-    import json
-
-    from efficientcellseg.weights import gives_centres
+    """Return ``{task: folder}`` of the dataset's models inside ``models_dir`` (e.g. ``seg``, ``centers``;
+    :func:`efficientcellseg.infer.model_folders`: a ``seg_centers`` folder is the whole set). Raises ValueError
+    when one is missing."""
+    from efficientcellseg.infer import model_folders as folders_of_run
 
     cfg = get_dataset(dataset)
-    out = {task: models_dir / name for task, name in cfg.models.items()}
-    seg_config = out["seg"] / "config.json"
-    if seg_config.is_file() and gives_centres(json.loads(seg_config.read_text())):
-        return {"seg": out["seg"]}
+    out = folders_of_run(cfg, models_dir)
     missing = [str(p) for p in out.values() if not (p / "config.json").is_file()]
     if missing:
         raise ValueError(f"{models_dir}: no model folder {', '.join(missing)} for dataset {cfg.key}")

@@ -29,10 +29,11 @@ def first_truth(seq: Path) -> tuple[Path, Path, int | None]:
 def model_set_segmenter(cfg: Any, models: Path) -> Any:
     """The CPU (ONNX Runtime) segmenter of dataset ``cfg`` from the model set ``models`` (its centre folder
     when the dataset has one and the set holds it)."""
-    from efficientcellseg.infer import build_segmenter
+    from efficientcellseg.infer import build_segmenter, model_folders
 
-    centers = models / cfg.models["centers"] if "centers" in cfg.models else None
-    return build_segmenter(cfg.key, models / cfg.models["seg"], centers if centers and centers.is_dir() else None,
+    found = model_folders(cfg, models)
+    centers = found.get("centers")
+    return build_segmenter(cfg.key, found["seg"], centers if centers and centers.is_dir() else None,
                            backend="onnx", device="cpu")
 
 

@@ -32,7 +32,7 @@ from gpu_check import IOU_MIN, foreground_iou  # noqa: E402  (the device check's
 
 from efficientcellseg.ctc_io import list_frames, read_frame  # noqa: E402
 from efficientcellseg.datasets import get_dataset  # noqa: E402
-from efficientcellseg.infer import build_segmenter, choose_calibration_frames  # noqa: E402
+from efficientcellseg.infer import build_segmenter, choose_calibration_frames, model_folders  # noqa: E402
 from efficientcellseg.tune import seg_of_labels  # noqa: E402
 
 log = logging.getLogger("int8_agreement")
@@ -45,9 +45,10 @@ def agreement_rows(specs: Sequence[tuple[str, str, Path]], models: Path | None, 
         cfg = get_dataset(dataset)
         kw = {}
         if models is not None:
-            kw["model_dir"] = models / cfg.models["seg"]
-            if "centers" in cfg.models and (models / cfg.models["centers"]).is_dir():
-                kw["centers_model_dir"] = models / cfg.models["centers"]
+            found = model_folders(cfg, models)
+            kw["model_dir"] = found["seg"]
+            if "centers" in found and found["centers"].is_dir():
+                kw["centers_model_dir"] = found["centers"]
         exact = build_segmenter(dataset, device="cpu", backend="onnx", **kw)
         fast = build_segmenter(dataset, device="cpu", precision="int8",
                                calibration_frames=choose_calibration_frames(seq), **kw)

@@ -136,13 +136,13 @@ def network_segmenters(dataset: str, models: Mapping[str, Path], backend: str = 
 
     A model set that adapts its normalisation to each sequence (``norm_adaptation``, efficientcellseg.adapt)
     adapts to each frame here, as ``predict`` does on a one-frame sequence."""
-    from efficientcellseg.infer import build_segmenter, wants_adaptation
+    from efficientcellseg.infer import build_segmenter, model_folders, wants_adaptation
 
     cfg = get_dataset(dataset)
     out: dict[str, Segment] = {}
     for name, folder in models.items():
-        dirs = {"model_dir": folder / cfg.models["seg"],
-                "centers_model_dir": folder / cfg.models["centers"] if "centers" in cfg.models else None}
+        found = model_folders(cfg, folder)
+        dirs = {"model_dir": found["seg"], "centers_model_dir": found.get("centers")}
         if wants_adaptation(cfg, **dirs):
             out[name] = (lambda raw, dirs=dirs: build_segmenter(cfg.key, **dirs, device="cpu", backend=backend,
                                                                 adapt_frames=[raw]).segment(raw))

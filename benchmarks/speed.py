@@ -258,11 +258,12 @@ def bench_network(folder: Path, batches: dict[str, tuple[int, ...]], rounds: int
 def _models_for(profile: str, tmp: Path) -> tuple[Path, bool]:
     """(models root, trained?): the shipped models when all folders of the profile exist, else untrained ones."""
     from efficientcellseg.datasets import get_dataset
+    from efficientcellseg.infer import model_folders
     from efficientcellseg.weights import create_untrained_model_folder, default_models_dir
 
     cfg = get_dataset(profile)
     shipped = default_models_dir()
-    if all((shipped / name / "config.json").is_file() for name in cfg.models.values()):
+    if all((d / "config.json").is_file() for d in model_folders(cfg, shipped).values()):
         return shipped, True
     root = tmp / "untrained-models"
     for task, name in cfg.models.items():
@@ -292,10 +293,10 @@ def _model_dirs(profile: str, tmp: Path, fresh: bool) -> tuple[dict[str, Path], 
     import shutil
 
     from efficientcellseg.datasets import get_dataset
+    from efficientcellseg.infer import model_folders
 
-    cfg = get_dataset(profile)
     models, trained = _models_for(profile, tmp)
-    dirs = {task: models / name for task, name in cfg.models.items()}
+    dirs = model_folders(get_dataset(profile), models)
     if fresh:
         for task, d in list(dirs.items()):
             dst = tmp / "fresh-models" / d.name

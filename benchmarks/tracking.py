@@ -62,11 +62,12 @@ def t_slice_ms(rounds: int = 15) -> float:
 def warm_up_models(key: str) -> None:
     """Export the dataset's shipped networks to ONNX once (cached) so that no run below pays for it."""
     from efficientcellseg.datasets import get_dataset
+    from efficientcellseg.infer import model_folders
     from efficientcellseg.onnx_backend import OnnxRunner
-    from efficientcellseg.weights import default_models_dir, load_model_folder
+    from efficientcellseg.weights import load_model_folder
 
-    for name in get_dataset(key).models.values():
-        OnnxRunner(load_model_folder(default_models_dir() / name))
+    for folder in model_folders(get_dataset(key)).values():
+        OnnxRunner(load_model_folder(folder))
 
 
 def shuffled_truth(ds: Path, out: Path, seed: int = 0) -> None:

@@ -19,6 +19,7 @@ import pytest
 import tifffile
 
 from efficientcellseg.datasets import get_dataset
+from efficientcellseg.errors import ModelError
 from efficientcellseg.synth import generate
 from efficientcellseg.weights import create_untrained_model_folder
 
@@ -192,3 +193,15 @@ def test_run_script_mda231_one_network_two_outputs(tmp_path, untrained_models) -
     mask = tifffile.imread(ds / "01_RES" / "mask000.tif")
     assert mask.dtype == np.uint16 and sorted(p.name for p in (ds / "01_RES").iterdir()) == ["mask000.tif"]
     np.testing.assert_array_equal(mask, seg.segment(tifffile.imread(ds / "01" / "t000.tif")))
+    # the folders a run loads, and the Dask path's check before any task, without a centre folder
+    from efficientcellseg.distributed import WorkerOptions, _verify_models
+    from efficientcellseg.infer import model_folders
+
+    assert model_folders(get_dataset("MDA231"), models) == {"seg": models / "MDA231-seg"}
+    _verify_models(WorkerOptions("MDA231", model_dir=str(models / "MDA231-seg")))
+    pair = tmp_path / "pair"
+    create_untrained_model_folder(pair / "MDA231-seg", "MDA231", task="seg", seed=2)
+    assert set(model_folders(get_dataset("MDA231"), pair)) == {"seg", "centers"}
+    with pytest.raises(ModelError, match="MDA231-centers"):
+        _verify_models(WorkerOptions("MDA231", model_dir=str(pair / "MDA231-seg"),
+                                     centers_model_dir=str(pair / "MDA231-centers")))

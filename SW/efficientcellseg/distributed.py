@@ -43,6 +43,7 @@ from efficientcellseg.infer import (
     Segmenter,
     build_segmenter,
     choose_calibration_frames,
+    folder_gives_centres,
     resolve_model_dir,
     segment_frame_file,
     wants_adaptation,
@@ -232,9 +233,11 @@ def _verify_models(opts: WorkerOptions) -> None:
     """Check the model folders' sha256 here before any task runs (the workers check them again)."""
     cfg = get_dataset(opts.dataset)
     given = {"seg": opts.model_dir, "centers": opts.centers_model_dir}
-    for task in cfg.models:
-        d = given.get(task)
-        verify_model_folder(resolve_model_dir(cfg, task, Path(d) if d else None))
+    seg = resolve_model_dir(cfg, "seg", Path(given["seg"]) if given["seg"] else None)
+    verify_model_folder(seg)
+    if "centers" in cfg.models and not folder_gives_centres(seg):  # a seg_centers folder serves the centres
+        d = given["centers"]
+        verify_model_folder(resolve_model_dir(cfg, "centers", Path(d) if d else None))
 
 
 def predict_distributed(

@@ -371,6 +371,26 @@ def resolve_model_dir(cfg: DatasetConfig, task: str, given: Path | None) -> Path
     return default_models_dir() / cfg.models[task]
 
 
+def model_folders(cfg: DatasetConfig, models_dir: Path | None = None) -> dict[str, Path]:
+    """``{task: folder}`` a run of the dataset loads from ``models_dir`` (default: the shipped ``models/``): every
+    model of the dataset, except that a ``seg`` folder giving the centre heatmap itself (task ``seg_centers``,
+    MDA231 as one network) is the whole set. Reads only ``config.json``; a missing folder is left to the loader."""
+    root = Path(models_dir) if models_dir is not None else default_models_dir()
+    out = {task: root / name for task, name in cfg.models.items()}
+    return {"seg": out["seg"]} if folder_gives_centres(out["seg"]) else out
+
+
+def folder_gives_centres(folder: Path) -> bool:
+    """True when the model folder's ``config.json`` says its network also outputs the centre heatmap (task
+    ``seg_centers``); False when it does not or cannot be read (loading the folder reports that properly)."""
+    import json
+
+    try:
+        return gives_centres(json.loads((Path(folder) / "config.json").read_text()))
+    except (OSError, ValueError):
+        return False
+
+
 def build_segmenter(
     dataset: str,
     model_dir: Path | None = None,
