@@ -261,6 +261,63 @@ def test_two_output_seg_centers_model(tric: Path, tmp_path: Path) -> None:
     assert rec2["init_from"]["new_head_channels"] == [0]
 
 
+def test_heatmap_bce_golden() -> None:
+    """BCE summed over pixels over the target mass: (log 2 + log(1 + e^-2)) / 1.5; an empty target divides by 1."""
+    from efficientcellseg.losses import heatmap_bce
+
+    logits, target = torch.tensor([[[[0.0, 2.0]]]]), torch.tensor([[[[0.5, 1.0]]]])
+    assert heatmap_bce(logits, target).item() == pytest.approx((np.log(2) + np.log1p(np.exp(-2))) / 1.5, rel=1e-6)
+    assert heatmap_bce(logits, torch.zeros_like(target)).item() == pytest.approx(np.log(2) + np.log1p(np.exp(2)),
+                                                                                 rel=1e-6)
+
+
+def test_seg_centers_distilled_from_two_folders_with_a_frozen_encoder(tric: Path, tmp_path: Path) -> None:
+    """--distill-from SEG CENTERS: the teachers' sigmoid outputs on the crop are the targets of channels 0 and 1;
+    wrong order, dataset or input is one ModelError; --freeze-encoder keeps the encoder (weights and statistics)
+    of the start exactly while the decoder learns; the record and card name the teachers."""
+    from efficientcellseg.denoise import DenoiseSettings
+    from efficientcellseg.distill import distill_loss, load_teachers
+    from efficientcellseg.errors import ModelError
+
+    seg = train(_cfg(tric, tmp_path / "seg"))
+    cen = train(_cfg(tric, tmp_path / "cen", task="centers"))
+    with pytest.raises(ModelError, match=r"needs \['seg', 'centers'\] in that order"):
+        load_teachers([cen, seg], "seg_centers", "TRIC", True, None)
+    with pytest.raises(ModelError, match="must see the input the network is trained on"):
+        load_teachers([seg, cen], "seg_centers", "TRIC", True, DenoiseSettings(0.01))
+    with pytest.raises(ModelError, match="cannot teach a MDA231 network"):
+        load_teachers([seg, cen], "seg_centers", "MDA231", True, None)
+
+    teachers = load_teachers([seg, cen], "seg_centers", "TRIC", True, None)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        logit_seg, logit_cen = load_model_folder(seg).net.eval()(x), load_model_folder(cen).net.eval()(x)
+    target = teachers.targets(x)
+    assert target.shape == (2, 2, 64, 64)
+    assert torch.allclose(target[:, :1], torch.sigmoid(logit_seg), atol=1e-6)
+    assert torch.allclose(target[:, 1:], torch.sigmoid(logit_cen), atol=1e-6)
+    # cross-entropy against the teachers: no gradient where the student gives their outputs exactly
+    student = torch.cat([logit_seg, logit_cen], 1).requires_grad_(True)
+    distill_loss(student, target, "seg_centers").backward()
+    assert student.grad.abs().max().item() < 1e-6
+    other = torch.zeros_like(student, requires_grad=True)
+    distill_loss(other, target, "seg_centers").backward()
+    assert other.grad[:, 0].abs().max().item() > 1e-6 and other.grad[:, 1].abs().max().item() > 1e-6
+
+    with pytest.raises(ValueError, match="distill_weight must be in"):
+        train(_cfg(tric, tmp_path / "bad", task="seg_centers", distill_from=(seg, cen), distill_weight=0.0))
+    out = train(_cfg(tric, tmp_path / "sc", task="seg_centers", init_from=seg, distill_from=(seg, cen),
+                     distill_weight=0.5, freeze_encoder=True, lr=1e-2, steps_per_epoch=3))
+    student, start = load_model_folder(out).net.state_dict(), load_model_folder(seg).net.state_dict()
+    enc = [k for k in student if k.startswith("encoder.")]
+    assert enc and all(torch.equal(student[k], start[k]) for k in enc)  # weights and BN statistics
+    assert any(not torch.equal(student[k], start[k]) for k in student if k.startswith("decoder."))
+    rec = json.loads((out / "config.json").read_text())["training"]
+    assert [t["folder"] for t in rec["teachers"]] == [str(seg), str(cen)]
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "Distilled from" in card and "0.5 x the teachers' outputs" in card and "Encoder frozen" in card
+
+
 def test_denoise_target_smooths_training_inputs_and_travels_with_the_model(tric: Path, tmp_path: Path) -> None:
     """--denoise-target (with --background-radius and --denoise-min-ratio): training sees the smoothed frame, the
     folder stores the setting, inference reads it; either without a target is refused before any data is read."""
@@ -299,14 +356,17 @@ def test_train_command_line_passes_schedule_and_input_settings(tmp_path: Path, m
     monkeypatch.setattr(train_mod, "train", lambda cfg: seen.append(cfg) or tmp_path)
     rc = main(["train", "--dataset", "TRIC", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "-q",
                "--lr-patience", "1000", "--denoise-target", "0.026", "--background-radius", "8",
-               "--denoise-min-ratio", "0.04", "--center-weight", "3", "--val-seqs", "31", "32", "--keep", "last"])
+               "--denoise-min-ratio", "0.04", "--center-weight", "3", "--val-seqs", "31", "32", "--keep", "last",
+               "--distill-from", "a", "b", "--distill-weight", "0.7", "--freeze-encoder"])
     assert rc == 0 and len(seen) == 1
+    assert seen[0].distill_from == (Path("a"), Path("b")) and seen[0].distill_weight == 0.7 and seen[0].freeze_encoder
     assert seen[0].val_seqs == ("31", "32") and seen[0].keep == "last"
     assert (seen[0].lr_patience, seen[0].denoise_target, seen[0].background_radius) == (1000, 0.026, 8.0)
     assert seen[0].center_weight == 3.0 and seen[0].denoise_min_ratio == 0.04
     main(["train", "--dataset", "TRIC", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "-q"])
     assert seen[1].lr_patience == 3 and seen[1].background_radius == seen[1].denoise_min_ratio == 0.0  # defaults
     assert seen[1].center_weight == 1.0 and seen[1].val_seqs == () and seen[1].keep == "best"
+    assert seen[1].distill_from == () and seen[1].distill_weight == 1.0 and not seen[1].freeze_encoder
 
 
 def test_prefetched_batches_equal_a_plain_loop() -> None:

@@ -119,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from all weights of this model folder (fine-tuning, same architecture)")
     p.add_argument("--center-weight", type=float, default=1.0, metavar="W",
                    help="task seg_centers: weight of the centre heatmap loss against the foreground loss (default 1)")
+    p.add_argument("--distill-from", nargs="+", type=Path, default=[], metavar="FOLDER",
+                   help="teacher model folders, one per output in channel order (seg_centers: a seg folder, then a "
+                        "centers folder, e.g. models/MDA231-seg models/MDA231-centers): their outputs on every "
+                        "augmented crop become the targets")
+    p.add_argument("--distill-weight", type=float, default=1.0, metavar="W",
+                   help="with --distill-from: weight of the teachers' targets; 1 - W goes to the labels (default 1)")
+    p.add_argument("--freeze-encoder", action="store_true",
+                   help="train only the decoder and head (the encoder keeps its initial weights and statistics)")
     p.add_argument("--ema-decay", type=float, default=0.0,
                    help="validate and save an exponential moving average of the weights (e.g. 0.999; 0 = off)")
     p.add_argument("--denoise-target", type=float, default=None, metavar="RATIO",
@@ -252,7 +260,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
         denoise_min_ratio=a.denoise_min_ratio, time_limit_min=a.time_limit, val_fraction=a.val_fraction,
         val_seqs=tuple(a.val_seqs), keep=a.keep,
         patience=a.patience, lr_patience=a.lr_patience, threads=a.threads, augment=AUGMENT_PRESETS[a.augment],
-        center_weight=a.center_weight,
+        center_weight=a.center_weight, distill_from=tuple(a.distill_from), distill_weight=a.distill_weight,
+        freeze_encoder=a.freeze_encoder,
     )
     train(cfg)
     return 0

@@ -1,6 +1,9 @@
 """Training losses. All take logits (B, 1, H, W), a target in [0, 1] and a loss mask (1 = known pixel).
 
 - Segmentation: soft Dice (Milletari et al., as in the paper) over the whole batch, optionally plus BCE.
+- Distillation (a teacher network's probabilities as targets): binary cross-entropy, whose minimum is at the
+  teacher's value for any target; for a heatmap normalised by the target mass so its few peaks are not
+  drowned by background pixels.
 - Cell centres: a binary focal loss for *soft* targets (Lin et al.'s focal loss with the modulating factor
   ``|y - p|**gamma`` instead of ``(1 - p_t)**gamma``, so that Gaussian heatmap targets are allowed; this is
   the "quality focal loss" form). Chosen over CenterNet's penalty-reduced focal loss because random crops
@@ -56,3 +59,11 @@ def soft_focal_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tens
     per_px = mod * (pos_weight * bce_pos + bce_neg)
     norm = _masked_sum(target, mask).clamp_min(1.0)
     return _masked_sum(per_px, mask) / norm
+
+
+def heatmap_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy summed over pixels and divided by the target mass (sum of y, at least 1): for soft
+    heatmap targets such as a teacher's, where the focal loss's ``|y - p|**gamma`` makes the gradient vanish
+    for low peaks; the minimum is at p = y."""
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
+    return bce / target.sum().clamp_min(1.0)

@@ -32,6 +32,7 @@ import torch
 
 from efficientcellseg.augment import augment_sample, random_crop
 from efficientcellseg.datasets import get_dataset
+from efficientcellseg.distill import Teachers, distill_loss, load_teachers
 from efficientcellseg.errors import ModelError
 from efficientcellseg.log import progress
 from efficientcellseg.losses import seg_loss, soft_focal_loss
@@ -149,12 +150,30 @@ def _batch(samples: list[Sample], idx: np.ndarray, crop: int, rng: np.random.Gen
 
 
 def _loss(logits: torch.Tensor, y: torch.Tensor, m: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """The label loss of the task."""
     if cfg.task == "centers":
         return soft_focal_loss(logits, y, m)
     if cfg.task == "seg_centers":
         return (seg_loss(logits[:, :1], y[:, :1], m, cfg.bce_weight)
                 + cfg.center_weight * soft_focal_loss(logits[:, 1:], y[:, 1:], m))
     return seg_loss(logits, y, m, cfg.bce_weight)
+
+
+def _step_loss(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor, cfg: TrainConfig,
+               teachers: Teachers | None) -> torch.Tensor:
+    """The label loss, or with teachers ``distill_weight`` x their loss + the rest x the label loss."""
+    if teachers is None:
+        return _loss(logits, y, m, cfg)
+    w = cfg.distill_weight
+    loss = w * distill_loss(logits, teachers.targets(x), cfg.task, cfg.center_weight)
+    if w < 1.0:
+        loss = loss + (1.0 - w) * _loss(logits, y, m, cfg)
+    return loss
+
+
+def _check_distill(cfg: TrainConfig) -> None:
+    if cfg.distill_from and not 0.0 < cfg.distill_weight <= 1.0:
+        raise ValueError(f"distill_weight must be in (0, 1], got {cfg.distill_weight}")
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -169,6 +188,7 @@ def train(cfg: TrainConfig) -> Path:
     if crop % 16 or crop < 32:
         raise ValueError(f"crop must be a multiple of 16 and >= 32 network pixels, got {crop}")
     denoise_settings(cfg)  # a bad input setting fails here, before any data is read
+    _check_distill(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = _device(cfg.device)
@@ -188,6 +208,10 @@ def train(cfg: TrainConfig) -> Path:
         with torch.no_grad():  # start from a low heatmap everywhere (sparse targets), as CenterNet does
             net.head[0].bias[heat_channel].fill_(-4.0)
     arch = dict(net.init_kwargs)
+    teachers = (load_teachers(cfg.distill_from, cfg.task, ds.key, cfg.pseudocolor, denoise_settings(cfg))
+                if cfg.distill_from else None)  # before the data, so a wrong teacher fails at once
+    if cfg.freeze_encoder:
+        net.encoder.requires_grad_(False)
 
     refs = discover(cfg)
     train_refs, val_refs = split_frames(refs, cfg)
@@ -209,14 +233,17 @@ def train(cfg: TrainConfig) -> Path:
              time.perf_counter() - t_start)
 
     net = net.to(device).to(memory_format=torch.channels_last)
+    if teachers is not None:
+        teachers.to(device)
     ema = _make_ema(net, cfg.ema_decay)
     eval_net = ema.module if ema is not None else net
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=cfg.lr_patience)
     steps_per_epoch = cfg.steps_per_epoch or max(1, math.ceil(len(train_s) / cfg.batch_size))
 
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best_score": -1.0, "best_epoch": 0, "bad_epochs": 0,
-                             "history": [], "elapsed_s": 0.0, "best_val": {}, "init_from": parent}
+                             "history": [], "elapsed_s": 0.0, "best_val": {}, "init_from": parent,
+                             "teachers": teachers.folders if teachers is not None else None}
     best_state = copy.deepcopy({k: v.cpu() for k, v in eval_net.state_dict().items()})
     ckpt_path = out / CHECKPOINT
     if cfg.resume and ckpt_path.is_file():
@@ -256,6 +283,8 @@ def train(cfg: TrainConfig) -> Path:
         n_need = steps_per_epoch * cfg.batch_size
         order = np.concatenate([rng.permutation(len(train_s)) for _ in range(math.ceil(n_need / len(train_s)))])
         net.train()
+        if cfg.freeze_encoder:
+            net.encoder.eval()  # its normalisation statistics stay as initialised
         losses: list[float] = []
         timed_out = False
         batches = _prefetched(
@@ -264,7 +293,7 @@ def train(cfg: TrainConfig) -> Path:
         for x, y, m in batches:
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             logits = net(x)
-            loss = _loss(logits, y.to(device), m.to(device), cfg)
+            loss = _step_loss(logits, x, y.to(device), m.to(device), cfg, teachers)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

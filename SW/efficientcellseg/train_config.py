@@ -59,6 +59,15 @@ class TrainConfig:
     ema_decay: float = 0.0
     """Exponential moving average of weights and BN statistics per step (e.g. 0.999); validation and the
     saved model use the average, which smooths the epoch-to-epoch noise of small batches. 0 = off."""
+    distill_from: tuple[Path, ...] = ()
+    """Teacher model folders (:mod:`efficientcellseg.distill`), one per output of the task in channel order, e.g.
+    the shipped MDA231-seg and MDA231-centers for ``seg_centers``: their outputs on each augmented crop are
+    targets; empty: labels only."""
+    distill_weight: float = 1.0
+    """With ``distill_from``: loss = ``distill_weight`` x teacher loss + (1 - ``distill_weight``) x label loss."""
+    freeze_encoder: bool = False
+    """Train only the decoder and head (encoder weights and normalisation statistics stay as initialised);
+    about half the cost of a step on a CPU and the start's features are kept."""
     # Not on the command line:
     bce_weight: float = 1.0
     """Weight of BCE added to the Dice loss (0 = the paper's pure Dice)."""

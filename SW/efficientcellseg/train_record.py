@@ -31,6 +31,21 @@ def _init_lines(parent: dict[str, Any] | None) -> list[str]:
 
 
 
+def _distill_lines(cfg: TrainConfig, teachers: list[dict[str, str]] | None) -> list[str]:
+    """Model-card lines for a distilled run and a frozen encoder."""
+    lines = []
+    if teachers:
+        names = ", ".join(f"{t['folder']} (sha256 {t['sha256'][:12]}...)" for t in teachers)
+        share = ("the teachers' outputs on every augmented crop are the only targets" if cfg.distill_weight >= 1
+                 else f"loss = {cfg.distill_weight} x the teachers' outputs as targets + {1 - cfg.distill_weight:g}"
+                      " x the labels")
+        lines.append(f"- Distilled from {names}: {share}.")
+    if cfg.freeze_encoder:
+        lines.append("- Encoder frozen (weights and normalisation statistics as initialised); decoder and head "
+                     "trained.")
+    return lines
+
+
 def _jsonable(cfg: TrainConfig) -> dict[str, Any]:
     d = asdict(cfg)
     return json.loads(json.dumps(d, default=str))
@@ -82,6 +97,7 @@ def _model_card(name: str, cfg: TrainConfig, record: dict[str, Any], thresholds:
         *([f"- Outputs: channel 0 foreground probability, channel 1 cell-centre heatmap (one network; "
            f"centre loss weight {cfg.center_weight})."] if cfg.task == "seg_centers" else []),
         f"- Encoder initialisation: {cfg.encoder_weights} (no ImageNet weights are available offline here).",
+        *_distill_lines(cfg, record.get("teachers")),
         *_init_lines(record.get("init_from")),
         *([f"- Weights: exponential moving average (decay {cfg.ema_decay}) of the training weights."]
           if cfg.ema_decay else []),
@@ -168,6 +184,7 @@ def training_record(cfg: TrainConfig, ds: DatasetConfig, refs: list[FrameRef], v
         "final_validation": state["history"][-1] if state["history"] else None,
         "stop_reason": state.get("stop_reason"),
         "init_from": state.get("init_from"),
+        "teachers": state.get("teachers"),
         "history": state["history"],
         "finished_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
