@@ -8,9 +8,10 @@
 #      one frame per draw the frame-wise validation split holds out draws the network never saw
 #      (docs/generalization.md);
 #   2. fine-tunes each dataset's shipped network (--init-from models/<name>) on the GPU, all at once, with the
-#      input settings of the shipped folders and of scripts/train_denoised_models.sh (noise-adaptive smoothing;
-#      TRIC's top-hat), strong augmentation and a weight average, for MINUTES each; for MDA231 also the
-#      one-network model (--task seg_centers) from the shipped foreground network;
+#      input flags of the shipped network's last training (shipped_recipe_flags in scripts/recipe.sh; TRIC on
+#      its raw input), strong augmentation and a weight average, for MINUTES each; for MDA231 also the
+#      one-network model (--task seg_centers) from the shipped foreground network, distilled from the shipped
+#      pair (--distill-from; on the CPU, 2026-12-06, 3,200 steps with the encoder frozen were not enough);
 #   3. packs each trained model folder (without its checkpoint) into $OUT/<name>.tar, with the training logs
 #      (gpu_train.log) and a summary (gpu_train.json): at most 6 files, as the device tool brings back.
 # Usage: scripts/gpu_train_batch.sh [--dry-run] [--minutes M] [DATASET...]   (default 5 minutes, all three)
@@ -79,10 +80,11 @@ echo "data ready in $((SECONDS - t0)) s" >&2
 models=()
 for ds in "${wanted[@]}"; do
   case "$ds" in
-    MDA231) models+=("MDA231-seg MDA231 Fluo-C3DL-MDA231 seg $(recipe_flags MDA231)"
-                     "MDA231-seg_centers MDA231 Fluo-C3DL-MDA231 seg_centers $(recipe_flags MDA231)") ;;
-    TRIC) models+=("TRIC-seg TRIC Fluo-N3DL-TRIC seg $(recipe_flags TRIC)") ;;
-    A549-SIM) models+=("A549-SIM-seg A549-SIM Fluo-C3DH-A549-SIM seg $(recipe_flags A549-SIM)") ;;
+    MDA231) teachers="--distill-from $root/models/MDA231-seg $root/models/MDA231-centers --center-weight 0.1"
+            models+=("MDA231-seg MDA231 Fluo-C3DL-MDA231 seg $(shipped_recipe_flags MDA231)"
+                     "MDA231-seg_centers MDA231 Fluo-C3DL-MDA231 seg_centers $(shipped_recipe_flags MDA231) $teachers") ;;
+    TRIC) models+=("TRIC-seg TRIC Fluo-N3DL-TRIC seg $(shipped_recipe_flags TRIC)") ;;
+    A549-SIM) models+=("A549-SIM-seg A549-SIM Fluo-C3DH-A549-SIM seg $(shipped_recipe_flags A549-SIM)") ;;
   esac
 done
 if [ "$dry" = 1 ]; then

@@ -12,3 +12,18 @@ recipe_flags() {
     *) echo "recipe_flags: unknown dataset $1 (MDA231, TRIC or A549-SIM)" >&2; return 2 ;;
   esac
 }
+
+# shipped_recipe_flags DATASET   prints the input flags of the shipped network's LAST training, which a GPU run
+#                          continues (scripts/gpu_train_batch.sh; tests/test_device_scripts.py checks them against
+#                          the shipped folders): MDA231-seg (2026-12-05, eighth session) smoothing to 0.04 with
+#                          frames up to 0.08 left alone; TRIC-seg (ninth session) the raw input, whose folder
+#                          gets the shipped top-hat and smoothing from `efficientcellseg blend models/TRIC-seg
+#                          TUNED --alpha 1` on return, as the shipped one did; A549-SIM-seg as recipe_flags.
+shipped_recipe_flags() {
+  case "$1" in
+    MDA231) echo "--denoise-target 0.04 --denoise-min-ratio 0.08 --crop 160" ;;
+    TRIC) echo "--crop 128 --lr-patience 1000" ;;
+    A549-SIM) echo "--denoise-target 0.027 --crop 192" ;;
+    *) echo "shipped_recipe_flags: unknown dataset $1 (MDA231, TRIC or A549-SIM)" >&2; return 2 ;;
+  esac
+}

@@ -43,6 +43,32 @@ def test_gpu_train_batch_dry_run_packs_a_loadable_model_folder(tmp_path: Path) -
     assert "=== A549-SIM-seg" in (out / "gpu_train.log").read_text()
 
 
+def test_shipped_recipe_flags_give_the_shipped_folders_input(tmp_path: Path, monkeypatch) -> None:
+    """What a GPU run continues is what the shipped networks were last trained on: shipped_recipe_flags parsed by
+    the train command give each shipped folder's input smoothing (TRIC: the raw input, as its last fine-tuning;
+    its folder's top-hat and smoothing are inference settings added by blend), and MDA231's pair can teach it."""
+    import efficientcellseg.train as train_mod
+    from efficientcellseg.cli import main
+    from efficientcellseg.denoise import DenoiseSettings
+    from efficientcellseg.distill import load_teachers
+    from efficientcellseg.train_config import denoise_settings
+
+    seen = []
+    monkeypatch.setattr(train_mod, "train", lambda cfg: seen.append(cfg) or tmp_path)
+    for ds in ("MDA231", "TRIC", "A549-SIM"):
+        flags = subprocess.run(["bash", "-c", f"source scripts/recipe.sh && shipped_recipe_flags {ds}"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.split()
+        assert main(["train", "--dataset", ds, "--data", str(tmp_path), "--out", str(tmp_path / "m"), "-q", *flags]) == 0
+        shipped = json.loads((REPO / "models" / f"{ds}-seg" / "config.json").read_text())
+        want = None if ds == "TRIC" else DenoiseSettings.from_config(shipped)
+        assert denoise_settings(seen[-1]) == want, ds
+    mda = seen[0]
+    load_teachers([REPO / "models" / "MDA231-seg", REPO / "models" / "MDA231-centers"], "seg_centers", "MDA231",
+                  mda.pseudocolor, denoise_settings(mda))  # raises if the pair was trained on another input
+    tric = json.loads((REPO / "models" / "TRIC-seg" / "config.json").read_text())["training"]
+    assert tric["blend"]["tuned_training"]["config"]["denoise_target"] is None  # trained on the raw input
+
+
 def test_gpu_train_batch_refuses_unknown_arguments(tmp_path: Path) -> None:
     res = subprocess.run(["bash", str(REPO / "scripts" / "gpu_train_batch.sh"), "HeLa"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=60, env={**os.environ, "OUT": str(tmp_path)})
