@@ -12,6 +12,9 @@ centres (see :mod:`efficientcellseg.losses`). Adam, ReduceLROnPlateau on the val
 with ``weights_only=True``) and a complete model folder (:mod:`efficientcellseg.train_record`) written whenever
 validation improves, so the best weights are the ones saved; with ``keep="last"`` it is written after every
 epoch with that epoch's weights instead. ``val_seqs`` validates on whole held-out sequences.
+
+``distill_from``: teacher model folders' outputs on each augmented crop are the targets (:mod:`efficientcellseg.distill`),
+alone or beside the labels; ``freeze_encoder`` trains the decoder and head only.
 """
 
 from __future__ import annotations
@@ -211,6 +214,8 @@ def train(cfg: TrainConfig) -> Path:
     teachers = (load_teachers(cfg.distill_from, cfg.task, ds.key, cfg.pseudocolor, denoise_settings(cfg))
                 if cfg.distill_from else None)  # before the data, so a wrong teacher fails at once
     if cfg.freeze_encoder:
+        if parent is None and cfg.encoder_weights == "none":
+            log.warning("--freeze-encoder without --init-from or --encoder-weights keeps a random encoder")
         net.encoder.requires_grad_(False)
 
     refs = discover(cfg)
