@@ -1,11 +1,14 @@
-"""Post-processing of one frame with 1 and N threads: the same labels, and how much faster (issue #15).
+"""Post-processing or pseudocoloring of one frame with 1 and N threads: the same result, how much faster (#15).
 
-The network runs once (shipped folders, exact fp32); then the dataset's post-processing runs ``--rounds``
-times per thread count on those outputs (:func:`efficientcellseg.postprocess.set_threads`). Every run must give
-labels identical to the one-thread run (the script fails otherwise). Prints a Markdown table of seconds per
-run and the speed-up; the figures are ratios within one run, as the host's speed varies between sessions::
+``--stage post`` (default): the network runs once (shipped folders, exact fp32); then the dataset's
+post-processing runs ``--rounds`` times per thread count on those outputs
+(:func:`efficientcellseg.cpu_threads.set_threads`). ``--stage pseudocolor``: Context Aware Pseudocoloring of the
+raw frame (``pseudocolor_stack(..., threads=N)``, the dtype inference uses). Every run must give a result
+identical to the first thread count's (the script fails otherwise). Prints a Markdown table of seconds per run
+and the speed-up; the figures are ratios within one run, as the host's speed varies between sessions::
 
     .venv/bin/python benchmarks/postprocess_threads.py --dataset TRIC              # a full-size TRIC frame
+    .venv/bin/python benchmarks/postprocess_threads.py --dataset TRIC --stage pseudocolor
     .venv/bin/python benchmarks/postprocess_threads.py --dataset MDA231 --frame PATH/t000.tif
 
 Without ``--frame`` the first frame of the fixed profile at CTC size (seed 9) is generated in memory
@@ -26,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "SW") not in sys.path:
     sys.path.insert(0, str(ROOT / "SW"))
 
-from efficientcellseg import postprocess as pp  # noqa: E402
+from efficientcellseg import cpu_threads  # noqa: E402
 from efficientcellseg.ctc_io import read_frame  # noqa: E402
 from efficientcellseg.datasets import get_dataset  # noqa: E402
 from efficientcellseg.infer import build_segmenter  # noqa: E402
@@ -35,36 +38,45 @@ from efficientcellseg.log import setup_logging  # noqa: E402
 log = logging.getLogger("postprocess_threads")
 
 
-def time_threads(dataset: str, raw: np.ndarray, name: str, threads: list[int], rounds: int
+def time_threads(dataset: str, raw: np.ndarray, name: str, threads: list[int], rounds: int, stage: str = "post"
                  ) -> dict[int, list[float]]:
-    """Seconds of each post-processing run of the frame ``raw`` per thread count; raises if any labels differ
+    """Seconds of each run of the stage on the frame ``raw`` per thread count; raises if any result differs
     from the first count's."""
-    seg = build_segmenter(dataset, device="cpu", backend="onnx")
-    probs = seg.probabilities(raw)
+    if stage == "pseudocolor":
+        from efficientcellseg.infer import PC_FLOAT32_MAX_BYTES
+        from efficientcellseg.pseudocolor import pseudocolor_stack
+
+        dtype = np.float16 if 3 * raw.size * 4 > PC_FLOAT32_MAX_BYTES else np.float32
+        run = lambda n: pseudocolor_stack(raw, out_dtype=dtype, threads=n)  # noqa: E731
+    else:
+        seg = build_segmenter(dataset, device="cpu", backend="onnx")
+        probs = seg.probabilities(raw)
+        run = lambda n: seg.labels(probs)  # noqa: E731  (threads set below)
     reference = None
     out: dict[int, list[float]] = {n: [] for n in threads}
     try:
         for _ in range(rounds):
             for n in threads:
-                pp.set_threads(n)
+                cpu_threads.set_threads(n)
                 t0 = time.perf_counter()
-                labels = seg.labels(probs)
+                result = run(n)
                 out[n].append(time.perf_counter() - t0)
                 if reference is None:
-                    reference = labels
-                elif not np.array_equal(reference, labels):
-                    raise AssertionError(f"{n} threads gave other labels than {threads[0]} on {name}")
+                    reference = result
+                elif not np.array_equal(reference, result):
+                    raise AssertionError(f"{n} threads gave another result than {threads[0]} on {name} ({stage})")
     finally:
-        pp.set_threads(None)
-    log.info("%s: %d objects, identical labels for threads %s", name, int(reference.max()), threads)
+        cpu_threads.set_threads(None)
+    log.info("%s: identical %s output for threads %s", name, stage, threads)
     return out
 
 
-def table(dataset: str, frame: str, times: dict[int, list[float]]) -> str:
+def table(dataset: str, frame: str, times: dict[int, list[float]], stage: str = "post") -> str:
     """Markdown: median seconds per thread count and the speed-up over the first."""
     first = next(iter(times))
     base = float(np.median(times[first]))
-    lines = [f"Post-processing of {frame} ({dataset}), median of {len(times[first])} runs:", "",
+    what = "Pseudocoloring" if stage == "pseudocolor" else "Post-processing"
+    lines = [f"{what} of {frame} ({dataset}), median of {len(times[first])} runs:", "",
              "| threads | seconds | runs | speed-up |", "|---|---|---|---|"]
     for n, ts in times.items():
         med = float(np.median(ts))
@@ -78,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frame", type=Path, default=None, help="raw frame (default: generate one at CTC size)")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts, the first is the base")
     p.add_argument("--rounds", type=int, default=2, help="runs per thread count")
+    p.add_argument("--stage", default="post", choices=["post", "pseudocolor"], help="which stage to time")
     a = p.parse_args(argv)
     setup_logging(0)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -90,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     else:
         raw, name = read_frame(a.frame, max_z=get_dataset(a.dataset).max_z), str(a.frame)
-    print(table(a.dataset, name, time_threads(a.dataset, raw, name, a.threads, a.rounds)))
+    print(table(a.dataset, name, time_threads(a.dataset, raw, name, a.threads, a.rounds, a.stage), a.stage))
     return 0
 
 

@@ -686,5 +686,5 @@ def test_threads_give_the_same_labels_and_are_checked() -> None:
         pp.set_threads(None)
     assert runs[1][0].max() > 20 and runs[1][1].max() > 10  # many objects, so the threads share work
     assert np.array_equal(runs[1][0], runs[3][0]) and np.array_equal(runs[1][1], runs[3][1])
-    with pytest.raises(ValueError, match="post-processing threads must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="CPU stage threads must be >= 1, got 0"):
         pp.set_threads(0)

@@ -1,4 +1,5 @@
-"""benchmarks/postprocess_threads.py: its table, the identical-labels check on a real frame, and its errors."""
+"""benchmarks/postprocess_threads.py: its table, the identical-result check on a real frame (post-processing and
+pseudocoloring), and its errors."""
 
 from __future__ import annotations
 
@@ -26,6 +27,22 @@ def test_one_and_two_threads_on_a_generated_frame(tmp_path: Path, capsys: pytest
     assert main(["--dataset", "MDA231", "--frame", str(frame), "--rounds", "1", "--threads", "1", "2"]) == 0
     out = capsys.readouterr().out
     assert "| 1 |" in out and "| 2 |" in out and "1.00x" in out
+    assert main(["--dataset", "MDA231", "--frame", str(frame), "--rounds", "1", "--threads", "1", "3",
+                 "--stage", "pseudocolor"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Pseudocoloring of") and "| 3 |" in out
+
+
+def test_a_differing_result_fails_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check that makes the table trustworthy: a stage whose output changes with the threads is an error."""
+    import numpy as np
+
+    import efficientcellseg.pseudocolor as pc
+    from postprocess_threads import time_threads
+
+    monkeypatch.setattr(pc, "pseudocolor_stack", lambda raw, out_dtype, threads: np.full(3, threads))
+    with pytest.raises(AssertionError, match="2 threads gave another result than 1"):
+        time_threads("MDA231", np.zeros((2, 8, 8), np.uint16), "x", [1, 2], 1, stage="pseudocolor")
 
 
 def test_missing_frame_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

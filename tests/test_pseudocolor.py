@@ -176,6 +176,21 @@ def test_matches_slow_reference_uint16_with_constant_and_empty_mask_slices() -> 
     np.testing.assert_allclose(out, reference_pseudocolor(stack), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threads_give_the_same_stack(threads: int) -> None:
+    """Masks and channels made in threads (one CLAHE per thread): the output equals one thread's bit for bit,
+    for uint16 with constant, empty-mask and all-zero slices, for float input and for a two-slice stack."""
+    stack = blob_stack((9, 200, 180), np.uint16, seed=5)
+    stack[2] = 0
+    stack[4] = 1234
+    stack[6] = 100
+    stack[6, 100, 50] = 3000
+    for s in (stack, stack.astype(np.float32) * 0.5, stack[:2]):
+        np.testing.assert_array_equal(pseudocolor_stack(s, threads=threads), pseudocolor_stack(s))
+    np.testing.assert_array_equal(pseudocolor_stack(stack, threads=threads, out_dtype=np.float16),
+                                  pseudocolor_stack(stack, out_dtype=np.float16))
+
+
 def test_stack_ends_have_no_context() -> None:
     stack = blob_stack((4, 64, 64), seed=4)
     out = pseudocolor_stack(stack)

@@ -102,7 +102,7 @@ def worker_segmenter(opts: WorkerOptions) -> tuple[Segmenter, float]:
             return seg, 0.0
         import torch
 
-        from efficientcellseg.postprocess import set_threads
+        from efficientcellseg.cpu_threads import set_threads
 
         t0 = time.perf_counter()
         threads = opts.threads or _default_task_threads()

@@ -295,6 +295,7 @@ class Segmenter:
         is 0 elsewhere: same labels, fewer forward passes (set ``all_slices`` when the threshold will change,
         e.g. while tuning it).
         """
+        from efficientcellseg.cpu_threads import get_threads
         from efficientcellseg.postprocess import SignalSlices, needs_signal, signal_map
         from efficientcellseg.pseudocolor import grey_stack, pseudocolor_stack
 
@@ -303,7 +304,8 @@ class Segmenter:
             with self.timer.stage("denoise"):
                 raw = denoise_frame(raw, self.denoise)
         with self.timer.stage("pseudocolor"):
-            pc = pseudocolor_stack(raw, out_dtype=dtype) if self.pseudocolor else grey_stack(raw, out_dtype=dtype)
+            pc = (pseudocolor_stack(raw, out_dtype=dtype, threads=get_threads()) if self.pseudocolor
+                  else grey_stack(raw, out_dtype=dtype))
         out = self._network(pc, all_slices)
         del pc  # before the signal map: a full-size TRIC frame's stack is 324 MB
         if all_slices:
@@ -598,13 +600,13 @@ def predict_sequence(
     that ask for it adapt their normalisation to :data:`CALIBRATION_FRAMES` frames of ``input_dir``
     (:mod:`efficientcellseg.adapt`); ``False`` keeps the trained statistics.
     """
-    from efficientcellseg.postprocess import set_threads
+    from efficientcellseg.cpu_threads import set_threads
 
     if threads:
         torch.set_num_threads(threads)
     else:
         torch.set_num_threads(os.cpu_count() or 1)
-    set_threads(threads)  # the post-processing's threads (None: the cores, at most 4)
+    set_threads(threads)  # pseudocoloring and post-processing threads (None: the cores, at most 4)
     frames = list_frames(input_dir)
     cfg = get_dataset(dataset)
     out = check_output_dir(output_dir, input_dir)

@@ -20,15 +20,14 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 from skimage.segmentation import expand_labels, watershed
 
+from efficientcellseg import cpu_threads
 from efficientcellseg.ctc_io import MAX_LABEL
 from efficientcellseg.errors import CTCInputError
 
@@ -53,35 +52,12 @@ _SLICE_2D = _readonly(np.pad(ndi.generate_binary_structure(2, 1)[None], ((1, 1),
 
 
 # ---------------------------------------------------------------------------------------------- label helpers
-_In = TypeVar("_In")
-_Out = TypeVar("_Out")
-
-
-def _default_threads() -> int:
-    return min(4, os.cpu_count() or 1)
-
-
-_threads = _default_threads()
-
-
 def set_threads(n: int | None) -> None:
-    """Threads for the per-component watershed and the per-slice boundary rings (SciPy and scikit-image
-    release the GIL there: a full-size TRIC frame's post-processing ran 1.54x faster with two threads on 2
-    cores, ``benchmarks/postprocess_threads.py``); ``None``: the machine's cores, at most 4. The labels are
-    the same for any number."""
-    global _threads
-    if n is not None and n < 1:
-        raise ValueError(f"post-processing threads must be >= 1, got {n}")
-    _threads = n if n is not None else _default_threads()
-
-
-def _ordered_map(fn: Callable[[_In], _Out], items: Sequence[_In]) -> Iterator[_Out]:
-    """``fn`` of each item, in order, computed in :func:`set_threads` threads (a plain loop with one)."""
-    if _threads <= 1 or len(items) < 2:
-        yield from map(fn, items)
-        return
-    with ThreadPoolExecutor(max_workers=min(_threads, len(items))) as pool:
-        yield from pool.map(fn, items)
+    """Threads for the per-component watershed and the per-slice boundary rings, and for the pseudocoloring
+    (:mod:`efficientcellseg.cpu_threads`; SciPy and scikit-image release the GIL there: a full-size TRIC frame's
+    post-processing ran 1.54x faster with two threads on 2 cores, ``benchmarks/postprocess_threads.py``);
+    ``None``: the machine's cores, at most 4. The labels are the same for any number."""
+    cpu_threads.set_threads(n)
 
 
 def _label_sizes(labels: np.ndarray, n: int) -> np.ndarray:
@@ -294,7 +270,7 @@ def _split_components(
 
     next_label = n + 1
     n_split = 0
-    for (_, sl), (comp, ws, k) in zip(todo, _ordered_map(split, todo), strict=True):
+    for (_, sl), (comp, ws, k) in zip(todo, cpu_threads.ordered_map(split, todo), strict=True):
         if ws is not None:  # written in component order: the same labels for any number of threads
             lab[sl][comp] = ws[comp] + (next_label - 1)
             next_label += k
@@ -501,7 +477,7 @@ def refine_boundaries(labels: np.ndarray, signal: np.ndarray | SignalSlices, *, 
         return (pos, flat[pos], sig[pos]), (rpos, rlab, sig[rpos])
 
     # per slice: flat positions, labels and signal of the object / ring pixels (slices in threads)
-    own, rings = (list(part) for part in zip(*_ordered_map(pixels, range(len(out))), strict=True))
+    own, rings = (list(part) for part in zip(*cpu_threads.ordered_map(pixels, range(len(out))), strict=True))
     top = _per_label_quantile(np.concatenate([lab for _, lab, _ in own]),
                               np.concatenate([val for _, _, val in own]), n, top_quantile)
     bg = _per_label_quantile(np.concatenate([lab for _, lab, _ in rings]),

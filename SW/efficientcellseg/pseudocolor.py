@@ -26,6 +26,8 @@ threshold comes from one histogram of the blurred values over all thresholds, no
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -179,22 +181,29 @@ def pseudocolor_stack(
     max_coverage: float = 0.03,
     max_steps: int = 30,
     out_dtype: np.dtype | type = np.float32,
+    threads: int = 1,
 ) -> np.ndarray:
     """Context Aware Pseudocoloring of a (Z, Y, X) stack: (Z, 3, Y, X) in [0, 1], channels (z-1, z, z+1).
 
     Accepts uint8, uint16 (CLAHE on the raw values) and other real dtypes (scaled to uint16 over the whole
-    stack's range for CLAHE). See the module docstring for the exact definition.
+    stack's range for CLAHE). See the module docstring for the exact definition. ``threads`` > 1 makes the
+    slices' masks and channels in that many threads (OpenCV and NumPy release the GIL; one CLAHE object per
+    thread, as OpenCV's is not thread-safe), holding every slice's mask at once; the output is identical.
     """
     stack = _validate(stack)
     _validate_options(clip_limit, tile_grid, blur, thresh_step, max_coverage, max_steps)
     scale = None
     if stack.dtype not in (np.uint8, np.uint16):
         scale = (float(stack.min()), float(stack.max()))
-    clahe = cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=(int(tile_grid), int(tile_grid)))
     opts = dict(thresh_start=thresh_start, thresh_step=thresh_step, max_coverage=max_coverage,
                 max_steps=int(max_steps))
+    local = threading.local()
 
     def mask_of(j: int) -> np.ndarray | None:
+        clahe = getattr(local, "clahe", None)
+        if clahe is None:
+            clahe = local.clahe = cv2.createCLAHE(clipLimit=float(clip_limit),
+                                                  tileGridSize=(int(tile_grid), int(tile_grid)))
         m, k = context_mask(neighbour_blurred(stack[j], clahe, int(blur), scale), **opts)
         log.debug("slice %d: context threshold index %s", j, k)
         return m
@@ -206,13 +215,22 @@ def pseudocolor_stack(
 
     nz = stack.shape[0]
     out = np.empty((nz, 3) + stack.shape[1:], dtype=out_dtype)
-    prev_m, next_m = None, mask_of(0)
-    for z in range(nz):
-        cur_m, next_m = next_m, (mask_of(z + 1) if z + 1 < nz else None)
+
+    def fill(z: int, prev_m: np.ndarray | None, next_m: np.ndarray | None) -> None:
         g = minmax(stack[z])
         out[z, 0] = channel(g, prev_m)
         out[z, 1] = g
         out[z, 2] = channel(g, next_m)
+
+    if threads > 1 and nz > 1:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            masks = [None, *pool.map(mask_of, range(nz)), None]
+            list(pool.map(lambda z: fill(z, masks[z], masks[z + 2]), range(nz)))
+        return out
+    prev_m, next_m = None, mask_of(0)  # one slice at a time: at most three masks held
+    for z in range(nz):
+        cur_m, next_m = next_m, (mask_of(z + 1) if z + 1 < nz else None)
+        fill(z, prev_m, next_m)
         prev_m = cur_m
     return out
 
