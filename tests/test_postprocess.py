@@ -8,6 +8,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import expand_labels
 
 import efficientcellseg.postprocess as pp
+from efficientcellseg import cpu_threads
 from efficientcellseg.datasets import DATASETS
 from efficientcellseg.errors import CTCInputError
 from efficientcellseg.postprocess import (
@@ -661,7 +662,7 @@ def test_centers_watershed_gates_each_cell_against_its_own_brightness() -> None:
 
 
 def test_threads_give_the_same_labels_and_are_checked() -> None:
-    """The per-component watershed and the per-slice rings run in threads (set_threads); the labels are
+    """The per-component watershed and the per-slice rings run in threads (cpu_threads); the labels are
     written in component order, so 1 and 3 threads give identical results on many touching nuclei."""
     rng = np.random.default_rng(5)
     shape = (9, 96, 96)
@@ -676,15 +677,15 @@ def test_threads_give_the_same_labels_and_are_checked() -> None:
     runs = {}
     try:
         for n in (1, 3):
-            pp.set_threads(n)
+            cpu_threads.set_threads(n)
             runs[n] = (postprocess("distance_watershed", prob, {"prob_threshold": 0.5, "min_distance": 3,
                                                                  "z_scale": 2.0, "min_size": 10,
                                                                  "boundary_fraction": 0.35}, signal=signal),
                        centers_watershed(prob, centers, prob_threshold=0.5, center_threshold=0.3,
                                          center_min_distance=4, z_scale=2.0, min_size=10))
     finally:
-        pp.set_threads(None)
+        cpu_threads.set_threads(None)
     assert runs[1][0].max() > 20 and runs[1][1].max() > 10  # many objects, so the threads share work
     assert np.array_equal(runs[1][0], runs[3][0]) and np.array_equal(runs[1][1], runs[3][1])
     with pytest.raises(ValueError, match="CPU stage threads must be >= 1, got 0"):
-        pp.set_threads(0)
+        cpu_threads.set_threads(0)

@@ -40,20 +40,18 @@ def _input_settings(config: dict[str, Any]) -> tuple[bool, DenoiseSettings | Non
 
 @dataclass
 class Teachers:
-    """Frozen networks whose sigmoid outputs, stacked in the order of the task's channels, are the targets."""
+    """Frozen networks whose sigmoid outputs, concatenated in folder order, are the targets (every output of
+    every teacher: :func:`load_teachers` checks that they cover the task's channels exactly once)."""
 
     nets: list[torch.nn.Module]
     """One network per teacher folder, in eval mode, gradients off."""
-    channels: list[list[int]]
-    """For each teacher, which of its output channels are taken (in order)."""
     folders: list[dict[str, str]]
     """Folder path and weights sha256 of each teacher (for the training record)."""
 
     @torch.no_grad()
     def targets(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) teacher probabilities for the network input ``x`` (B, 3, H, W)."""
-        outs = [torch.sigmoid(net(x).float())[:, ch] for net, ch in zip(self.nets, self.channels)]
-        return torch.cat(outs, dim=1)
+        return torch.cat([torch.sigmoid(net(x).float()) for net in self.nets], dim=1)
 
     def to(self, device: torch.device) -> Teachers:
         self.nets = [n.to(device).to(memory_format=torch.channels_last) for n in self.nets]
@@ -72,7 +70,7 @@ def load_teachers(folders: Sequence[Path], task: str, dataset: str, pseudocolor:
 
     want = _CHANNELS[task]
     run_input = (bool(pseudocolor), denoise)
-    nets, channels, record, have = [], [], [], []
+    nets, record, have = [], [], []
     for folder in folders:
         lm = load_model_folder(folder)
         cfg = lm.config
@@ -84,16 +82,14 @@ def load_teachers(folders: Sequence[Path], task: str, dataset: str, pseudocolor:
             raise ModelError(f"{folder}: trained on input (pseudocolor, smoothing) {got}, this run trains on "
                              f"{run_input}; a teacher must see the input the network is trained on (match --grey "
                              "and --denoise-* to the folder's config.json)")
-        kinds = _folder_channels(cfg)
         nets.append(lm.net.eval().requires_grad_(False))
-        channels.append(list(range(len(kinds))))
         record.append({"folder": str(folder), "sha256": lm.sha256})
-        have.extend(kinds)
+        have.extend(_folder_channels(cfg))
     if tuple(have) != want:
         raise ModelError(f"teachers {[str(f) for f in folders]} give outputs {have}; task {task} needs {list(want)} "
                          "in that order (e.g. a seg folder, then a centers folder)")
     log.info("distilling from %s", ", ".join(f"{r['folder']} ({r['sha256'][:12]})" for r in record))
-    return Teachers(nets, channels, record)
+    return Teachers(nets, record)
 
 
 def distill_loss(logits: torch.Tensor, target: torch.Tensor, task: str, center_weight: float = 1.0) -> torch.Tensor:

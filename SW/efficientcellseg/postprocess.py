@@ -52,14 +52,6 @@ _SLICE_2D = _readonly(np.pad(ndi.generate_binary_structure(2, 1)[None], ((1, 1),
 
 
 # ---------------------------------------------------------------------------------------------- label helpers
-def set_threads(n: int | None) -> None:
-    """Threads for the per-component watershed and the per-slice boundary rings, and for the pseudocoloring
-    (:mod:`efficientcellseg.cpu_threads`; SciPy and scikit-image release the GIL there: a full-size TRIC frame's
-    post-processing ran 1.54x faster with two threads on 2 cores, ``benchmarks/postprocess_threads.py``);
-    ``None``: the machine's cores, at most 4. The labels are the same for any number."""
-    cpu_threads.set_threads(n)
-
-
 def _label_sizes(labels: np.ndarray, n: int) -> np.ndarray:
     """Voxel count per label 0..n, slice by slice (one ``np.bincount`` of all would copy it to int64)."""
     sizes = np.zeros(n + 1, np.int64)
