@@ -11,7 +11,8 @@
 #      input flags of the shipped network's last training (shipped_recipe_flags in scripts/recipe.sh; TRIC on
 #      its raw input), strong augmentation and a weight average, for MINUTES each; for MDA231 also the
 #      one-network model (--task seg_centers) from the shipped foreground network, distilled from the shipped
-#      pair (--distill-from; on the CPU, 2026-12-06, 3,200 steps with the encoder frozen were not enough);
+#      pair (--distill-from) with its normalisation statistics kept (--freeze-bn: on the CPU, 2026-12-06, that
+#      and two decoder blocks frozen brought it within 0.002 / 0.010 of the pair; docs/generalization.md);
 #   3. packs each trained model folder (without its checkpoint) into $OUT/<name>.tar, with the training logs
 #      (gpu_train.log) and a summary (gpu_train.json): at most 6 files, as the device tool brings back.
 # Usage: scripts/gpu_train_batch.sh [--dry-run] [--minutes M] [DATASET...]   (default 5 minutes, all three)
@@ -80,7 +81,7 @@ echo "data ready in $((SECONDS - t0)) s" >&2
 models=()
 for ds in "${wanted[@]}"; do
   case "$ds" in
-    MDA231) teachers="--distill-from $root/models/MDA231-seg $root/models/MDA231-centers --center-weight 0.1"
+    MDA231) teachers="--distill-from $root/models/MDA231-seg $root/models/MDA231-centers --center-weight 0.1 --freeze-bn"
             models+=("MDA231-seg MDA231 Fluo-C3DL-MDA231 seg $(shipped_recipe_flags MDA231)"
                      "MDA231-seg_centers MDA231 Fluo-C3DL-MDA231 seg_centers $(shipped_recipe_flags MDA231) $teachers") ;;
     TRIC) models+=("TRIC-seg TRIC Fluo-N3DL-TRIC seg $(shipped_recipe_flags TRIC)") ;;

@@ -273,8 +273,9 @@ def test_heatmap_bce_golden() -> None:
 
 def test_seg_centers_distilled_from_two_folders_with_a_frozen_encoder(tric: Path, tmp_path: Path) -> None:
     """--distill-from SEG CENTERS: the teachers' sigmoid outputs on the crop are the targets of channels 0 and 1;
-    wrong order, dataset or input is one ModelError; --freeze-encoder keeps the encoder (weights and statistics)
-    of the start exactly while the decoder learns; the record and card name the teachers."""
+    wrong order, dataset or input is one ModelError; --freeze-encoder and --freeze-decoder-blocks 2 keep the
+    encoder and the first two decoder blocks (weights and statistics) of the start exactly while the last two
+    learn, with --freeze-bn their statistics too; the record and card name the teachers and what was frozen."""
     from efficientcellseg.denoise import DenoiseSettings
     from efficientcellseg.distill import distill_loss, load_teachers
     from efficientcellseg.errors import ModelError
@@ -307,15 +308,23 @@ def test_seg_centers_distilled_from_two_folders_with_a_frozen_encoder(tric: Path
     with pytest.raises(ValueError, match="distill_weight must be in"):
         train(_cfg(tric, tmp_path / "bad", task="seg_centers", distill_from=(seg, cen), distill_weight=0.0))
     out = train(_cfg(tric, tmp_path / "sc", task="seg_centers", init_from=seg, distill_from=(seg, cen),
-                     distill_weight=0.5, freeze_encoder=True, lr=1e-2, steps_per_epoch=3))
+                     distill_weight=0.5, freeze_encoder=True, freeze_decoder_blocks=2, freeze_bn=True, lr=1e-2,
+                     steps_per_epoch=3))
     student, start = load_model_folder(out).net.state_dict(), load_model_folder(seg).net.state_dict()
-    enc = [k for k in student if k.startswith("encoder.")]
-    assert enc and all(torch.equal(student[k], start[k]) for k in enc)  # weights and BN statistics
-    assert any(not torch.equal(student[k], start[k]) for k in student if k.startswith("decoder."))
+    kept = [k for k in student if k.startswith(("encoder.", "decoder.blocks.0.", "decoder.blocks.1."))]
+    assert kept and all(torch.equal(student[k], start[k]) for k in kept)  # weights and BN statistics
+    for block in ("decoder.blocks.2.", "decoder.blocks.3."):  # weights trained, statistics kept (freeze_bn)
+        assert any(not torch.equal(student[k], start[k]) for k in student if k.startswith(block))
+        stats = [k for k in student if k.startswith(block) and k.endswith(("running_mean", "running_var"))]
+        assert stats and all(torch.equal(student[k], start[k]) for k in stats)
     rec = json.loads((out / "config.json").read_text())["training"]
     assert [t["folder"] for t in rec["teachers"]] == [str(seg), str(cen)]
     card = (out / "MODEL_CARD.md").read_text()
-    assert "Distilled from" in card and "0.5 x the teachers' outputs" in card and "Encoder frozen" in card
+    assert "Distilled from" in card and "0.5 x the teachers' outputs" in card
+    assert "Frozen (weights and normalisation statistics as initialised): encoder and the first 2 of 4" in card
+    assert "Batch-normalisation statistics kept as initialised in every layer" in card
+    with pytest.raises(ValueError, match="freeze_decoder_blocks must be 0..4, got 5"):
+        train(_cfg(tric, tmp_path / "bad5", freeze_decoder_blocks=5))
 
 
 def test_denoise_target_smooths_training_inputs_and_travels_with_the_model(tric: Path, tmp_path: Path) -> None:
@@ -357,16 +366,19 @@ def test_train_command_line_passes_schedule_and_input_settings(tmp_path: Path, m
     rc = main(["train", "--dataset", "TRIC", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "-q",
                "--lr-patience", "1000", "--denoise-target", "0.026", "--background-radius", "8",
                "--denoise-min-ratio", "0.04", "--center-weight", "3", "--val-seqs", "31", "32", "--keep", "last",
-               "--distill-from", "a", "b", "--distill-weight", "0.7", "--freeze-encoder"])
+               "--distill-from", "a", "b", "--distill-weight", "0.7", "--freeze-encoder",
+               "--freeze-decoder-blocks", "3", "--freeze-bn"])
     assert rc == 0 and len(seen) == 1
     assert seen[0].distill_from == (Path("a"), Path("b")) and seen[0].distill_weight == 0.7 and seen[0].freeze_encoder
-    assert seen[0].val_seqs == ("31", "32") and seen[0].keep == "last"
+    assert seen[0].val_seqs == ("31", "32") and seen[0].keep == "last" and seen[0].freeze_decoder_blocks == 3
+    assert seen[0].freeze_bn
     assert (seen[0].lr_patience, seen[0].denoise_target, seen[0].background_radius) == (1000, 0.026, 8.0)
     assert seen[0].center_weight == 3.0 and seen[0].denoise_min_ratio == 0.04
     main(["train", "--dataset", "TRIC", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "-q"])
     assert seen[1].lr_patience == 3 and seen[1].background_radius == seen[1].denoise_min_ratio == 0.0  # defaults
     assert seen[1].center_weight == 1.0 and seen[1].val_seqs == () and seen[1].keep == "best"
     assert seen[1].distill_from == () and seen[1].distill_weight == 1.0 and not seen[1].freeze_encoder
+    assert seen[1].freeze_decoder_blocks == 0 and not seen[1].freeze_bn
 
 
 def test_prefetched_batches_equal_a_plain_loop() -> None:

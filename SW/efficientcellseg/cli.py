@@ -127,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --distill-from: weight of the teachers' targets; 1 - W goes to the labels (default 1)")
     p.add_argument("--freeze-encoder", action="store_true",
                    help="train only the decoder and head (the encoder keeps its initial weights and statistics)")
+    p.add_argument("--freeze-decoder-blocks", type=int, default=0, metavar="K", choices=range(5),
+                   help="also keep the first K of the 4 decoder blocks as initialised (0-4; default 0): a second "
+                        "output then changes the first one only through the blocks that train")
+    p.add_argument("--freeze-bn", action="store_true",
+                   help="keep every batch-normalisation layer's statistics as initialised (the weights still "
+                        "train): a fine-tuning then starts from, and stays near, the start's outputs")
     p.add_argument("--ema-decay", type=float, default=0.0,
                    help="validate and save an exponential moving average of the weights (e.g. 0.999; 0 = off)")
     p.add_argument("--denoise-target", type=float, default=None, metavar="RATIO",
@@ -261,7 +267,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
         val_seqs=tuple(a.val_seqs), keep=a.keep,
         patience=a.patience, lr_patience=a.lr_patience, threads=a.threads, augment=AUGMENT_PRESETS[a.augment],
         center_weight=a.center_weight, distill_from=tuple(a.distill_from), distill_weight=a.distill_weight,
-        freeze_encoder=a.freeze_encoder,
+        freeze_encoder=a.freeze_encoder, freeze_decoder_blocks=a.freeze_decoder_blocks,
+        freeze_bn=a.freeze_bn,
     )
     train(cfg)
     return 0

@@ -14,7 +14,8 @@ validation improves, so the best weights are the ones saved; with ``keep="last"`
 epoch with that epoch's weights instead. ``val_seqs`` validates on whole held-out sequences.
 
 ``distill_from``: teacher model folders' outputs on each augmented crop are the targets (:mod:`efficientcellseg.distill`),
-alone or beside the labels; ``freeze_encoder`` trains the decoder and head only.
+alone or beside the labels; ``freeze_encoder`` trains the decoder and head only, ``freeze_decoder_blocks`` keeps
+the first decoder blocks too, ``freeze_bn`` every normalisation layer's statistics.
 """
 
 from __future__ import annotations
@@ -89,6 +90,20 @@ def _init_from_folder(net: torch.nn.Module, folder: Path, task: str) -> dict[str
         summary["new_head_channels"] = new_channels
     summary.update({k: prev[k] for k in ("epochs", "steps", "wall_time_s", "device", "init_from") if k in prev})
     return summary
+
+
+def _frozen_parts(net: torch.nn.Module, cfg: TrainConfig) -> list[torch.nn.Module]:
+    """The modules that keep their initial weights and statistics: the encoder (``freeze_encoder``) and the first
+    ``freeze_decoder_blocks`` decoder blocks."""
+    blocks = list(net.decoder.blocks)
+    if not 0 <= cfg.freeze_decoder_blocks <= len(blocks):
+        raise ValueError(f"freeze_decoder_blocks must be 0..{len(blocks)}, got {cfg.freeze_decoder_blocks}")
+    return ([net.encoder] if cfg.freeze_encoder else []) + blocks[:cfg.freeze_decoder_blocks]
+
+
+def _norm_layers(net: torch.nn.Module) -> list[torch.nn.Module]:
+    """Every batch-normalisation layer of ``net`` (``freeze_bn`` keeps their statistics)."""
+    return [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
 
 
 def _make_ema(net: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
@@ -213,10 +228,11 @@ def train(cfg: TrainConfig) -> Path:
     arch = dict(net.init_kwargs)
     teachers = (load_teachers(cfg.distill_from, cfg.task, ds.key, cfg.pseudocolor, denoise_settings(cfg))
                 if cfg.distill_from else None)  # before the data, so a wrong teacher fails at once
-    if cfg.freeze_encoder:
-        if parent is None and cfg.encoder_weights == "none":
-            log.warning("--freeze-encoder without --init-from or --encoder-weights keeps a random encoder")
-        net.encoder.requires_grad_(False)
+    if cfg.freeze_encoder and parent is None and cfg.encoder_weights == "none":
+        log.warning("--freeze-encoder without --init-from or --encoder-weights keeps a random encoder")
+    frozen = _frozen_parts(net, cfg)
+    for part in frozen:
+        part.requires_grad_(False)
 
     refs = discover(cfg)
     train_refs, val_refs = split_frames(refs, cfg)
@@ -288,8 +304,8 @@ def train(cfg: TrainConfig) -> Path:
         n_need = steps_per_epoch * cfg.batch_size
         order = np.concatenate([rng.permutation(len(train_s)) for _ in range(math.ceil(n_need / len(train_s)))])
         net.train()
-        if cfg.freeze_encoder:
-            net.encoder.eval()  # its normalisation statistics stay as initialised
+        for part in frozen + (_norm_layers(net) if cfg.freeze_bn else []):
+            part.eval()  # normalisation statistics stay as initialised
         losses: list[float] = []
         timed_out = False
         batches = _prefetched(

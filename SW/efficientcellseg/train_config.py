@@ -68,6 +68,13 @@ class TrainConfig:
     freeze_encoder: bool = False
     """Train only the decoder and head (encoder weights and normalisation statistics stay as initialised);
     about half the cost of a step on a CPU and the start's features are kept."""
+    freeze_decoder_blocks: int = 0
+    """Keep the first K of the 4 decoder blocks as initialised too (weights and statistics); with a new output
+    (``--init-from`` a seg folder, task ``seg_centers``) the old output then drifts only through the later blocks."""
+    freeze_bn: bool = False
+    """Keep the running statistics of every batch-normalisation layer as initialised (layers normalise with them
+    in training too); the weights still train. Without it a fine-tuning re-estimates them on augmented crops,
+    which moved a distilled MDA231 foreground channel away from its teacher (docs/generalization.md)."""
     # Not on the command line:
     bce_weight: float = 1.0
     """Weight of BCE added to the Dice loss (0 = the paper's pure Dice)."""

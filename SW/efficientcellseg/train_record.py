@@ -40,9 +40,13 @@ def _distill_lines(cfg: TrainConfig, teachers: list[dict[str, str]] | None) -> l
                  else f"loss = {cfg.distill_weight} x the teachers' outputs as targets + {1 - cfg.distill_weight:g}"
                       " x the labels")
         lines.append(f"- Distilled from {names}: {share}.")
-    if cfg.freeze_encoder:
-        lines.append("- Encoder frozen (weights and normalisation statistics as initialised); decoder and head "
-                     "trained.")
+    if cfg.freeze_encoder or cfg.freeze_decoder_blocks:
+        kept = (["encoder"] if cfg.freeze_encoder else []) + (
+            [f"the first {cfg.freeze_decoder_blocks} of 4 decoder blocks"] if cfg.freeze_decoder_blocks else [])
+        lines.append(f"- Frozen (weights and normalisation statistics as initialised): {' and '.join(kept)}; the "
+                     "rest trained.")
+    if cfg.freeze_bn:
+        lines.append("- Batch-normalisation statistics kept as initialised in every layer (weights trained).")
     return lines
 
 
