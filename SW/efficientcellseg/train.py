@@ -230,6 +230,8 @@ def train(cfg: TrainConfig) -> Path:
                 if cfg.distill_from else None)  # before the data, so a wrong teacher fails at once
     if cfg.freeze_encoder and parent is None and cfg.encoder_weights == "none":
         log.warning("--freeze-encoder without --init-from or --encoder-weights keeps a random encoder")
+    if cfg.freeze_bn and parent is None:
+        log.warning("--freeze-bn without --init-from keeps the decoder's untrained statistics (mean 0, variance 1)")
     frozen = _frozen_parts(net, cfg)
     for part in frozen:
         part.requires_grad_(False)
