@@ -235,6 +235,7 @@ def train(cfg: TrainConfig) -> Path:
     frozen = _frozen_parts(net, cfg)
     for part in frozen:
         part.requires_grad_(False)
+    keep_stats = frozen + (_norm_layers(net) if cfg.freeze_bn else [])  # in eval mode while the rest trains
 
     refs = discover(cfg)
     train_refs, val_refs = split_frames(refs, cfg)
@@ -306,7 +307,7 @@ def train(cfg: TrainConfig) -> Path:
         n_need = steps_per_epoch * cfg.batch_size
         order = np.concatenate([rng.permutation(len(train_s)) for _ in range(math.ceil(n_need / len(train_s)))])
         net.train()
-        for part in frozen + (_norm_layers(net) if cfg.freeze_bn else []):
+        for part in keep_stats:
             part.eval()  # normalisation statistics stay as initialised
         losses: list[float] = []
         timed_out = False
