@@ -205,3 +205,10 @@ def test_run_script_mda231_one_network_two_outputs(tmp_path, untrained_models) -
     with pytest.raises(ModelError, match="MDA231-centers"):
         _verify_models(WorkerOptions("MDA231", model_dir=str(pair / "MDA231-seg"),
                                      centers_model_dir=str(pair / "MDA231-centers")))
+    # a foreground-only folder given alone takes the centre folder beside it (as models/MDA231-pair holds them)
+    with pytest.raises(ModelError, match=re.escape(str(pair / "MDA231-centers"))):
+        _verify_models(WorkerOptions("MDA231", model_dir=str(pair / "MDA231-seg")))
+    create_untrained_model_folder(pair / "MDA231-centers", "MDA231", task="centers", seed=3)
+    _verify_models(WorkerOptions("MDA231", model_dir=str(pair / "MDA231-seg")))
+    two = build_segmenter("MDA231", pair / "MDA231-seg")
+    assert not two.shared_forward and set(two.runners) == {"seg", "centers"}

@@ -237,7 +237,8 @@ def _verify_models(opts: WorkerOptions) -> None:
     verify_model_folder(seg)
     if "centers" in cfg.models and not folder_gives_centres(seg):  # a seg_centers folder serves the centres
         d = given["centers"]
-        verify_model_folder(resolve_model_dir(cfg, "centers", Path(d) if d else None))
+        verify_model_folder(resolve_model_dir(cfg, "centers", Path(d) if d else None,
+                                              Path(given["seg"]) if given["seg"] else None))
 
 
 def predict_distributed(

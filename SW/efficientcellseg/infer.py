@@ -116,8 +116,20 @@ class SharedOutputs:
         return y
 
     def outputs(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-        """``{name: runner}`` with each runner returning its channel as (B, h, w)."""
-        return {name: (lambda x, k=k: self._run(x)[:, k]) for k, name in enumerate(self.names)}
+        """``{name: runner}`` with each runner returning its channel as (B, h, w); its ``network`` attribute is the
+        shared network runner (e.g. to check its backend and precision)."""
+        return {name: _Channel(self, k) for k, name in enumerate(self.names)}
+
+
+class _Channel:
+    """One output channel of a :class:`SharedOutputs` network, callable like a one-output runner."""
+
+    def __init__(self, shared: SharedOutputs, k: int) -> None:
+        self.shared, self.k = shared, k
+        self.network = shared.runner
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shared._run(x)[:, self.k]
 
 
 class TorchRunner:
@@ -364,12 +376,16 @@ def segment_frame_file(seg: Segmenter, frame_path: Path, mask_path: Path, previe
         write_mask(mask_path, labels)
 
 
-def resolve_model_dir(cfg: DatasetConfig, task: str, given: Path | None) -> Path:
-    """The model folder to use: the one given, else ``models/<name>`` shipped with the package."""
+def resolve_model_dir(cfg: DatasetConfig, task: str, given: Path | None, seg_dir: Path | None = None) -> Path:
+    """The model folder to use: the one given, else ``models/<name>`` shipped with the package. A centre folder
+    not given is the one beside the segmentation folder ``seg_dir`` when that is given (e.g. the paper's pair in
+    ``models/MDA231-pair``)."""
     if given is not None:
         return Path(given)
     if task not in cfg.models:
         raise ModelError(f"dataset {cfg.key} has no {task!r} model")
+    if task != "seg" and seg_dir is not None:
+        return Path(seg_dir).parent / cfg.models[task]
     return default_models_dir() / cfg.models[task]
 
 
@@ -428,7 +444,8 @@ def build_segmenter(
         raise ModelError(f"{models['seg'].folder} gives the centre heatmap itself (task seg_centers); "
                          "leave out the centre model")
     if cfg.postprocess == "centers_watershed" and not two_outputs:
-        models["centers"] = load_model_folder(resolve_model_dir(cfg, "centers", centers_model_dir), device="cpu")
+        models["centers"] = load_model_folder(resolve_model_dir(cfg, "centers", centers_model_dir, model_dir),
+                                              device="cpu")
     pseudo = {bool(m.config.get("pseudocolor", True)) for m in models.values()}
     if len(pseudo) != 1:
         raise ModelError("the segmentation and centre models disagree on pseudocoloring; retrain one of them")
@@ -480,7 +497,7 @@ def wants_adaptation(cfg: DatasetConfig, model_dir: Path | None = None, centers_
 
     given = {"seg": model_dir, "centers": centers_model_dir}
     for task in cfg.models:
-        config = resolve_model_dir(cfg, task, given.get(task)) / "config.json"
+        config = resolve_model_dir(cfg, task, given.get(task), model_dir) / "config.json"
         try:
             if json.loads(config.read_text()).get(CONFIG_KEY):
                 return True

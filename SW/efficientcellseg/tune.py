@@ -181,6 +181,6 @@ def write_tuned(result: TuneResult, dataset: str, model_dir: Path | None = None,
     centre_keys = {k for k in changed if k.startswith("center_")} if two_networks else set()
     written = [update_thresholds(seg_dir, {k: v for k, v in changed.items() if k not in centre_keys}, note)]
     if centre_keys:
-        c_dir = resolve_model_dir(cfg, "centers", centers_model_dir)
+        c_dir = resolve_model_dir(cfg, "centers", centers_model_dir, model_dir)
         written.append(update_thresholds(c_dir, {k: changed[k] for k in centre_keys}, note))
     return written
