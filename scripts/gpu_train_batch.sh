@@ -9,10 +9,10 @@
 #      (docs/generalization.md);
 #   2. fine-tunes each dataset's shipped network (--init-from models/<name>) on the GPU, all at once, with the
 #      input flags of the shipped network's last training (shipped_recipe_flags in scripts/recipe.sh; TRIC on
-#      its raw input), strong augmentation and a weight average, for MINUTES each; for MDA231 also the
-#      one-network model (--task seg_centers) from the shipped foreground network, distilled from the shipped
-#      pair (--distill-from) with its normalisation statistics kept (--freeze-bn: on the CPU, 2026-12-06, that
-#      and two decoder blocks frozen brought it within 0.002 / 0.010 of the pair; docs/generalization.md);
+#      its raw input), strong augmentation and a weight average, for MINUTES each; MDA231's one network
+#      (--task seg_centers) goes on distilling from the paper's pair in models/MDA231-pair (--distill-from) with
+#      its normalisation statistics kept (--freeze-bn; docs/generalization.md, 2026-12-06), and the pair's
+#      foreground network is fine-tuned beside it (a better teacher for the next distillation);
 #   3. packs each trained model folder (without its checkpoint) into $OUT/<name>.tar, with the training logs
 #      (gpu_train.log) and a summary (gpu_train.json): at most 6 files, as the device tool brings back.
 # Usage: scripts/gpu_train_batch.sh [--dry-run] [--minutes M] [DATASET...]   (default 5 minutes, all three)
@@ -75,17 +75,19 @@ xargs -P "$cores" -I{} bash -c {} < "$jobs" || { echo "error: generating the tra
 echo "data ready in $((SECONDS - t0)) s" >&2
 
 # --- 2. training: every network at once on the one GPU ---------------------------------------------------------
-# one job per model folder: NAME DATASET CTC-FOLDER TASK [FLAGS...]; MDA231 also trains the one-network model of
-# issue #14 (foreground + centre heatmap, --task seg_centers; its channel 0 starts from the shipped foreground
-# network), which would halve MDA231's inference cost if it were as good as the shipped pair
+# one job per model folder: NAME DATASET CTC-FOLDER TASK START-FOLDER [FLAGS...]; for MDA231 the shipped one
+# network (foreground + centre heatmap, --task seg_centers) goes on distilling from the paper's pair in
+# models/MDA231-pair with its normalisation statistics kept, and the pair's foreground network (the teacher)
+# is fine-tuned beside it
 models=()
+pair="$root/models/MDA231-pair"
 for ds in "${wanted[@]}"; do
   case "$ds" in
-    MDA231) teachers="--distill-from $root/models/MDA231-seg $root/models/MDA231-centers --center-weight 0.1 --freeze-bn"
-            models+=("MDA231-seg MDA231 Fluo-C3DL-MDA231 seg $(shipped_recipe_flags MDA231)"
-                     "MDA231-seg_centers MDA231 Fluo-C3DL-MDA231 seg_centers $(shipped_recipe_flags MDA231) $teachers") ;;
-    TRIC) models+=("TRIC-seg TRIC Fluo-N3DL-TRIC seg $(shipped_recipe_flags TRIC)") ;;
-    A549-SIM) models+=("A549-SIM-seg A549-SIM Fluo-C3DH-A549-SIM seg $(shipped_recipe_flags A549-SIM)") ;;
+    MDA231) teachers="--distill-from $pair/MDA231-seg $pair/MDA231-centers --center-weight 0.1 --freeze-bn"
+            models+=("MDA231-seg MDA231 Fluo-C3DL-MDA231 seg_centers $root/models/MDA231-seg $(shipped_recipe_flags MDA231) $teachers"
+                     "MDA231-pair-seg MDA231 Fluo-C3DL-MDA231 seg $pair/MDA231-seg $(shipped_recipe_flags MDA231)") ;;
+    TRIC) models+=("TRIC-seg TRIC Fluo-N3DL-TRIC seg $root/models/TRIC-seg $(shipped_recipe_flags TRIC)") ;;
+    A549-SIM) models+=("A549-SIM-seg A549-SIM Fluo-C3DH-A549-SIM seg $root/models/A549-SIM-seg $(shipped_recipe_flags A549-SIM)") ;;
   esac
 done
 if [ "$dry" = 1 ]; then
@@ -99,10 +101,10 @@ seqs=(01 02 $(seq 31 $((30 + n_random))))
 pids=()
 names=()
 for m in "${models[@]}"; do
-  read -r name ds folder task flags <<< "$m"
+  read -r name ds folder task start flags <<< "$m"
   # shellcheck disable=SC2086  # flags is a word list
   "$py" -m efficientcellseg train --dataset "$ds" --task "$task" --data "$data/$folder" --seqs "${seqs[@]}" \
-    --out "$work/$name" --init-from "$root/models/$ds-seg" --seed 5 --use-st --ema-decay 0.999 --augment strong \
+    --out "$work/$name" --init-from "$start" --seed 5 --use-st --ema-decay 0.999 --augment strong \
     --lr 2e-4 $flags "${common[@]}" > "$work/$name.log" 2>&1 &  # common last: the dry run's --crop wins
   pids+=("$!")
   names+=("$name")

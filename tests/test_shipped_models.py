@@ -21,16 +21,20 @@ from efficientcellseg.weights import load_model_folder, verify_model_folder
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
+PAIR = MODELS / "MDA231-pair"  # the paper's two MDA231 networks: distillation teachers, compared in benchmarks
 # SEG floors on 2-frame test sequences (seed 12); the measured values are in README.md / benchmarks
 FLOOR = {"MDA231": 0.50, "TRIC": 0.60, "A549-SIM": 0.85}  # untrained networks score ~0
 
 
-@pytest.mark.parametrize("name", ["MDA231-seg", "MDA231-centers", "TRIC-seg", "A549-SIM-seg"])
+@pytest.mark.parametrize("name", ["MDA231-seg", "TRIC-seg", "A549-SIM-seg", f"{PAIR.name}/MDA231-seg",
+                                  f"{PAIR.name}/MDA231-centers"])
 def test_shipped_folder_is_complete_trained_and_honest(name: str) -> None:
     folder = MODELS / name
     verify_model_folder(folder)
     m = load_model_folder(folder)
     assert m.config["trained"] is True
+    if name == "MDA231-seg":  # one network, foreground and centre heatmap (issue #14); the pair is kept beside
+        assert m.config["task"] == "seg_centers" and m.net.init_kwargs["out_channels"] == 2
     assert 6.5e6 < m.config["n_params"] < 6.8e6  # the paper's 6.7M-parameter network
     assert m.config["training"]["synthetic_data"] is True
     card = (folder / "MODEL_CARD.md").read_text()
@@ -79,17 +83,24 @@ def _check_one_label_per_nucleus(ds: Path) -> None:
 
 
 def test_every_dataset_has_its_shipped_models() -> None:
+    from efficientcellseg.infer import model_folders
+
     for key in ("MDA231", "TRIC", "A549-SIM"):
-        for task, name in get_dataset(key).models.items():
-            assert (MODELS / name / "weights.safetensors").is_file(), (key, task, name)
+        folders = model_folders(get_dataset(key))
+        assert set(folders) == {"seg"}, key  # MDA231's one network serves both outputs
+        for task, folder in folders.items():
+            assert (folder / "weights.safetensors").is_file(), (key, task, folder)
+    assert set(model_folders(get_dataset("MDA231"), PAIR)) == {"seg", "centers"}
 
 
 def test_mda231_centre_network_skips_slices_without_foreground_same_labels() -> None:
+    """The paper's pair (models/MDA231-pair): the centre network runs only where there is foreground."""
     from efficientcellseg.infer import build_segmenter
     from efficientcellseg.synth import generate_frame_for_benchmark
 
     raw, _ = generate_frame_for_benchmark("MDA231", seed=12)
-    seg = build_segmenter("MDA231", device="cpu", backend="onnx")
+    seg = build_segmenter("MDA231", PAIR / "MDA231-seg", device="cpu", backend="onnx")
+    assert not seg.shared_forward
     full = seg.probabilities(raw, all_slices=True)
     fast = seg.probabilities(raw)
     np.testing.assert_array_equal(fast["seg"], full["seg"])
@@ -115,7 +126,8 @@ def test_int8_precision_changes_mda231_masks_only_slightly(tmp_path) -> None:
     exact = build_segmenter("MDA231", device="cpu", backend="onnx").segment(raw)
     seg8 = build_segmenter("MDA231", device="cpu", precision="int8",
                            calibration_frames=choose_calibration_frames(tmp_path / "01"))
-    assert all(isinstance(r, OnnxRunner) and r.precision == "int8" for r in seg8.runners.values())
+    nets = [getattr(r, "network", r) for r in seg8.runners.values()]  # the one network serves both outputs
+    assert all(isinstance(n, OnnxRunner) and n.precision == "int8" for n in nets)
     fast = seg8.segment(raw)
     a, b = exact > 0, fast > 0
     iou = (a & b).sum() / (a | b).sum()
