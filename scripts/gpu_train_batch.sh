@@ -10,8 +10,9 @@
 #   2. fine-tunes each dataset's shipped network (--init-from models/<name>) on the GPU, all at once, with the
 #      input flags of the shipped network's last training (shipped_recipe_flags in scripts/recipe.sh; TRIC on
 #      its raw input), strong augmentation and a weight average, for MINUTES each; MDA231's one network
-#      (--task seg_centers) goes on distilling from the paper's pair in models/MDA231-pair (--distill-from) with
-#      its normalisation statistics kept (--freeze-bn; docs/generalization.md, 2026-12-06), and the pair's
+#      (--task seg_centers) goes on distilling from the paper's pair in models/MDA231-pair (--distill-from) as it
+#      was trained, encoder frozen and normalisation statistics kept (--freeze-encoder --freeze-bn; training the
+#      encoder too lost on the tuning set on the CPU, docs/generalization.md, 2026-12-06), and the pair's
 #      foreground network is fine-tuned beside it (a better teacher for the next distillation);
 #   3. packs each trained model folder (without its checkpoint) into $OUT/<name>.tar, with the training logs
 #      (gpu_train.log) and a summary (gpu_train.json): at most 6 files, as the device tool brings back.
@@ -83,7 +84,7 @@ models=()
 pair="$root/models/MDA231-pair"
 for ds in "${wanted[@]}"; do
   case "$ds" in
-    MDA231) teachers="--distill-from $pair/MDA231-seg $pair/MDA231-centers --center-weight 0.1 --freeze-bn"
+    MDA231) teachers="--distill-from $pair/MDA231-seg $pair/MDA231-centers --center-weight 0.1 --freeze-encoder --freeze-bn"
             models+=("MDA231-seg MDA231 Fluo-C3DL-MDA231 seg_centers $root/models/MDA231-seg $(shipped_recipe_flags MDA231) $teachers"
                      "MDA231-pair-seg MDA231 Fluo-C3DL-MDA231 seg $pair/MDA231-seg $(shipped_recipe_flags MDA231)") ;;
     TRIC) models+=("TRIC-seg TRIC Fluo-N3DL-TRIC seg $root/models/TRIC-seg $(shipped_recipe_flags TRIC)") ;;
