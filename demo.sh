@@ -10,7 +10,7 @@ out="$(mkdir -p "${1:-$root/demo_data}" && cd "${1:-$root/demo_data}" && pwd)"
 shift || true
 datasets=("$@"); [ ${#datasets[@]} -gt 0 ] || datasets=(MDA231 TRIC A549-SIM)
 declare -A folder=([MDA231]=Fluo-C3DL-MDA231 [TRIC]=Fluo-N3DL-TRIC [A549-SIM]=Fluo-C3DH-A549-SIM)
-declare -A models=([MDA231]="MDA231-seg" [TRIC]="TRIC-seg" [A549-SIM]="A549-SIM-seg")
+declare -A models=([MDA231]="MDA231-seg MDA231-centers" [TRIC]="TRIC-seg" [A549-SIM]="A549-SIM-seg")
 for ds in "${datasets[@]}"; do
   small=(); [ "$ds" = TRIC ] && small=(--small)
   echo "== $ds: generating 3 synthetic frames in $out/${folder[$ds]}"

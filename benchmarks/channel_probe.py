@@ -13,7 +13,7 @@ Weights are copied bit for bit (the head's rows are sliced, nothing is retrained
 session's probe, docs/generalization.md)::
 
     .venv/bin/python benchmarks/channel_probe.py --src runs/distill/fbn/k0/MDA231-seg --out runs/variants/k0
-    .venv/bin/python benchmarks/tuning.py --datasets MDA231 --models pair=models/MDA231-pair \\
+    .venv/bin/python benchmarks/tuning.py --datasets MDA231 --models shipped=models \\
         --models onenet=runs/variants/k0/onenet --models heatmap=runs/variants/k0/heatmap \\
         --models foreground=runs/variants/k0/foreground --work runs/tune --md runs/tune/k0.md
 """
@@ -79,7 +79,7 @@ def _one_output(src: Path, channel: int, like: Path, dst: Path) -> None:
     save_model_folder(dst, net, cfg, thresholds, card, dtype=dtype)
 
 
-def channel_probe(src: Path, out: Path, pair: Path = ROOT / "models" / "MDA231-pair") -> dict[str, Path]:
+def channel_probe(src: Path, out: Path, pair: Path = ROOT / "models") -> dict[str, Path]:
     """Write the ``onenet``, ``heatmap`` and ``foreground`` model sets of ``src`` (an MDA231 ``seg_centers``
     folder) under ``out``, paired with the MDA231 folders of the model set ``pair``. Returns them by name."""
     names = get_dataset("MDA231").models
@@ -109,8 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--src", type=Path, required=True, help="the one-network (seg_centers) MDA231 folder")
     ap.add_argument("--out", type=Path, required=True, help="folder for the three model sets")
-    ap.add_argument("--pair", type=Path, default=ROOT / "models" / "MDA231-pair",
-                    help="model set holding the two-network MDA231 folders (default: models/MDA231-pair)")
+    ap.add_argument("--pair", type=Path, default=ROOT / "models",
+                    help="model set holding the two-network MDA231 folders (default: the shipped models)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

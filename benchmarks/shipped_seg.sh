@@ -11,7 +11,7 @@ out="$(mkdir -p "${1:-$root/runs/shipped_seg}" && cd "${1:-$root/runs/shipped_se
 shift || true
 datasets=("$@"); [ ${#datasets[@]} -gt 0 ] || datasets=(MDA231 TRIC A549-SIM)
 declare -A folder=([MDA231]=Fluo-C3DL-MDA231 [TRIC]=Fluo-N3DL-TRIC [A549-SIM]=Fluo-C3DH-A549-SIM)
-declare -A models=([MDA231]="MDA231-seg" [TRIC]="TRIC-seg" [A549-SIM]="A549-SIM-seg")
+declare -A models=([MDA231]="MDA231-seg MDA231-centers" [TRIC]="TRIC-seg" [A549-SIM]="A549-SIM-seg")
 declare -A seed=([MDA231]=201 [TRIC]=202 [A549-SIM]=203)
 declare -A frames=([MDA231]=6 [TRIC]=3 [A549-SIM]=6)
 for ds in "${datasets[@]}"; do

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Second stage of the shipped models (models/*), on CPU: fine-tune MDA231-seg (now the pair's, models/MDA231-pair) from
+# Second stage of the shipped models (models/*), on CPU: fine-tune MDA231-seg from
 # the folders in models/ with a moving average of the weights (--ema-decay) on more SYNTHETIC training frames
 # (MDA231 sequences 101/102 extended to 24 frames; frame t does not depend on --frames, so the first 12 are the
 # frames of the first stage), then re-tune the post-processing on seeds 150-152 as scripts/train_shipped_models.sh.
@@ -16,14 +16,13 @@ work="$root/runs/finetune"
 mkdir -p "$work"
 gen "$data" MDA231 01 101 24; gen "$data" MDA231 02 102 24
 
-"$py" -m efficientcellseg train --data "$data/Fluo-C3DL-MDA231" --out "$work/MDA231-pair/MDA231-seg" --threads 1 --seed 1 \
-  --use-st --init-from "$root/models/MDA231-pair/MDA231-seg" --ema-decay 0.998 --epochs 1000 --patience 1000 \
+"$py" -m efficientcellseg train --data "$data/Fluo-C3DL-MDA231" --out "$work/MDA231-seg" --threads 1 --seed 1 \
+  --use-st --init-from "$root/models/MDA231-seg" --ema-decay 0.998 --epochs 1000 --patience 1000 \
   --time-limit "$(mins 80)" --dataset MDA231 --task seg --crop 160 --batch-size 4 --steps-per-epoch 150 \
   --lr 5e-4 >"$work/MDA231-seg.log" 2>&1
-install_model "$work" MDA231-pair/MDA231-seg
+install_model "$work" MDA231-seg
 gen "$tune_data" MDA231 01 151 4
-"$py" -m efficientcellseg tune --dataset MDA231 --input "$tune_data/Fluo-C3DL-MDA231/01" --write \
-  --model "$root/models/MDA231-pair/MDA231-seg"
+"$py" -m efficientcellseg tune --dataset MDA231 --input "$tune_data/Fluo-C3DL-MDA231/01" --write
 # TRIC: weights unchanged, post-processing re-tuned with the wider default grid (adds z_scale 1/2/3)
 gen "$tune_data" TRIC 01 150 2 --small
 "$py" -m efficientcellseg tune --dataset TRIC --input "$tune_data/Fluo-N3DL-TRIC/01" --write
@@ -32,15 +31,14 @@ gen "$tune_data" TRIC 01 150 2 --small
 # training sequence (seed 103, 24 frames), lr 3e-4, EMA 0.999; then MDA231 re-tuned on a 12-frame tuning
 # sequence (seed 151, 118 objects instead of 34) with the wider default grid of `tune`.
 gen "$data" MDA231 03 103 24
-"$py" -m efficientcellseg train --data "$data/Fluo-C3DL-MDA231" --seqs 01 02 03 --out "$work/stage3/MDA231-pair/MDA231-seg" \
-  --threads 1 --seed 2 --use-st --init-from "$root/models/MDA231-pair/MDA231-seg" --ema-decay 0.999 --epochs 1000 \
+"$py" -m efficientcellseg train --data "$data/Fluo-C3DL-MDA231" --seqs 01 02 03 --out "$work/stage3/MDA231-seg" \
+  --threads 1 --seed 2 --use-st --init-from "$root/models/MDA231-seg" --ema-decay 0.999 --epochs 1000 \
   --patience 1000 --time-limit "$(mins 68)" --dataset MDA231 --task seg --crop 160 --batch-size 4 \
   --steps-per-epoch 150 --lr 3e-4 >"$work/stage3-MDA231-seg.log" 2>&1
-install_model "$work/stage3" MDA231-pair/MDA231-seg
+install_model "$work/stage3" MDA231-seg
 rm -rf "$tune_data/Fluo-C3DL-MDA231"
 gen "$tune_data" MDA231 01 151 12
-"$py" -m efficientcellseg tune --dataset MDA231 --input "$tune_data/Fluo-C3DL-MDA231/01" --write \
-  --model "$root/models/MDA231-pair/MDA231-seg"
+"$py" -m efficientcellseg tune --dataset MDA231 --input "$tune_data/Fluo-C3DL-MDA231/01" --write
 "$py" -m efficientcellseg verify-models
 # Tried after that and not shipped (2026-11-30, 75 min): a fourth stage from the third-stage folder with a
 # fourth sequence (seed 105, 24 frames), lr 2e-4, EMA 0.999, 24 epochs / 3566 steps: validation IoU rose

@@ -9,11 +9,11 @@
 #      (docs/generalization.md);
 #   2. fine-tunes each dataset's shipped network (--init-from models/<name>) on the GPU, all at once, with the
 #      input flags of the shipped network's last training (shipped_recipe_flags in scripts/recipe.sh; TRIC on
-#      its raw input), strong augmentation and a weight average, for MINUTES each; MDA231's one network
-#      (--task seg_centers) goes on distilling from the paper's pair in models/MDA231-pair (--distill-from) as it
-#      was trained, encoder frozen and normalisation statistics kept (--freeze-encoder --freeze-bn; training the
-#      encoder too lost on the tuning set on the CPU, docs/generalization.md, 2026-12-06), and the pair's
-#      foreground network is fine-tuned beside it (a better teacher for the next distillation);
+#      its raw input), strong augmentation and a weight average, for MINUTES each; for MDA231 also the opt-in
+#      one network (models/MDA231-onenet, --task seg_centers) goes on distilling from the shipped pair
+#      (--distill-from) as it was trained, encoder frozen and normalisation statistics kept (--freeze-encoder
+#      --freeze-bn; training the encoder too lost on the tuning set on the CPU; docs/generalization.md,
+#      2026-12-06, thirteenth session);
 #   3. packs each trained model folder (without its checkpoint) into $OUT/<name>.tar, with the training logs
 #      (gpu_train.log) and a summary (gpu_train.json): at most 6 files, as the device tool brings back.
 # Usage: scripts/gpu_train_batch.sh [--dry-run] [--minutes M] [DATASET...]   (default 5 minutes, all three)
@@ -76,17 +76,16 @@ xargs -P "$cores" -I{} bash -c {} < "$jobs" || { echo "error: generating the tra
 echo "data ready in $((SECONDS - t0)) s" >&2
 
 # --- 2. training: every network at once on the one GPU ---------------------------------------------------------
-# one job per model folder: NAME DATASET CTC-FOLDER TASK START-FOLDER [FLAGS...]; for MDA231 the shipped one
-# network (foreground + centre heatmap, --task seg_centers) goes on distilling from the paper's pair in
-# models/MDA231-pair with its normalisation statistics kept, and the pair's foreground network (the teacher)
-# is fine-tuned beside it
+# one job per model folder: NAME DATASET CTC-FOLDER TASK START-FOLDER [FLAGS...]; for MDA231 also the opt-in one
+# network of issue #14 (foreground + centre heatmap, --task seg_centers, models/MDA231-onenet), distilled from
+# the shipped pair with its encoder and normalisation statistics kept
 models=()
-pair="$root/models/MDA231-pair"
+pair="$root/models"
 for ds in "${wanted[@]}"; do
   case "$ds" in
     MDA231) teachers="--distill-from $pair/MDA231-seg $pair/MDA231-centers --center-weight 0.1 --freeze-encoder --freeze-bn"
-            models+=("MDA231-seg MDA231 Fluo-C3DL-MDA231 seg_centers $root/models/MDA231-seg $(shipped_recipe_flags MDA231) $teachers"
-                     "MDA231-pair-seg MDA231 Fluo-C3DL-MDA231 seg $pair/MDA231-seg $(shipped_recipe_flags MDA231)") ;;
+            models+=("MDA231-seg MDA231 Fluo-C3DL-MDA231 seg $root/models/MDA231-seg $(shipped_recipe_flags MDA231)"
+                     "MDA231-onenet MDA231 Fluo-C3DL-MDA231 seg_centers $root/models/MDA231-onenet/MDA231-seg $(shipped_recipe_flags MDA231) $teachers") ;;
     TRIC) models+=("TRIC-seg TRIC Fluo-N3DL-TRIC seg $root/models/TRIC-seg $(shipped_recipe_flags TRIC)") ;;
     A549-SIM) models+=("A549-SIM-seg A549-SIM Fluo-C3DH-A549-SIM seg $root/models/A549-SIM-seg $(shipped_recipe_flags A549-SIM)") ;;
   esac

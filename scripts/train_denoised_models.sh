@@ -39,7 +39,7 @@ for ds in $wanted; do
     MDA231)
       # the foreground network only; the shipped centre network is reused with the same smoothing switched on
       # (benchmarks/denoise_variant.py), as both networks of a pair must see the same input
-      fit MDA231-seg Fluo-C3DL-MDA231 60 --dataset MDA231 --task seg --init-from "$root/models/MDA231-pair/MDA231-seg" \
+      fit MDA231-seg Fluo-C3DL-MDA231 60 --dataset MDA231 --task seg --init-from "$root/models/MDA231-seg" \
         --seqs 01 02 03 11 12 13 14 15 16 17 18 --batch-size 4 --steps-per-epoch 60 \
         $(recipe_flags MDA231)
       ;;
@@ -62,7 +62,7 @@ for ds in $wanted; do
       # both outputs collapsed (0.08 from epoch 18 on); at --lr 5e-5 the new foreground channel never learned
       # (IoU 0.03 after 1,140 steps). So this start is kept
       fit MDA231-seg_centers Fluo-C3DL-MDA231 80 --dataset MDA231 --task seg_centers \
-        --init-from "$root/models/MDA231-pair/MDA231-seg" --seqs 01 02 03 11 12 13 14 15 16 17 18 --batch-size 4 \
+        --init-from "$root/models/MDA231-seg" --seqs 01 02 03 11 12 13 14 15 16 17 18 --batch-size 4 \
         --steps-per-epoch 60 --lr-patience 1000 $(recipe_flags MDA231)
       ;;
     *) echo "train_denoised_models: unknown dataset $ds (MDA231, MDA231-seg_centers, TRIC or A549-SIM)" >&2; exit 2 ;;

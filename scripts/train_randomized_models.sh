@@ -29,6 +29,6 @@ fit A549-SIM-seg Fluo-C3DH-A549-SIM 40 --dataset A549-SIM --task seg --init-from
 fit TRIC-seg Fluo-N3DL-TRIC 85 --dataset TRIC --task seg --init-from "$root/models/TRIC-seg" \
   --seqs 01 02 11 12 13 14 15 16 --crop 128 --batch-size 4 --steps-per-epoch 60 &
 fit MDA231-seg-centers Fluo-C3DL-MDA231 80 --dataset MDA231 --task seg_centers \
-  --init-from "$root/models/MDA231-pair/MDA231-seg" --seqs 01 02 03 11 12 13 14 15 16 17 18 --crop 160 --batch-size 4 \
+  --init-from "$root/models/MDA231-seg" --seqs 01 02 03 11 12 13 14 15 16 17 18 --crop 160 --batch-size 4 \
   --steps-per-epoch 60 &
 wait

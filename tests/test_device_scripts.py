@@ -63,8 +63,7 @@ def test_shipped_recipe_flags_give_the_shipped_folders_input(tmp_path: Path, mon
         want = None if ds == "TRIC" else DenoiseSettings.from_config(shipped)
         assert denoise_settings(seen[-1]) == want, ds
     mda = seen[0]
-    pair = REPO / "models" / "MDA231-pair"
-    load_teachers([pair / "MDA231-seg", pair / "MDA231-centers"], "seg_centers", "MDA231",
+    load_teachers([REPO / "models" / "MDA231-seg", REPO / "models" / "MDA231-centers"], "seg_centers", "MDA231",
                   mda.pseudocolor, denoise_settings(mda))  # raises if the pair was trained on another input
     tric = json.loads((REPO / "models" / "TRIC-seg" / "config.json").read_text())["training"]
     assert tric["blend"]["tuned_training"]["config"]["denoise_target"] is None  # trained on the raw input

@@ -21,19 +21,19 @@ from efficientcellseg.weights import load_model_folder, verify_model_folder
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
-PAIR = MODELS / "MDA231-pair"  # the paper's two MDA231 networks: distillation teachers, compared in benchmarks
+ONENET = MODELS / "MDA231-onenet"  # MDA231 as one network (opt-in model set): distilled from the shipped pair
 # SEG floors on 2-frame test sequences (seed 12); the measured values are in README.md / benchmarks
 FLOOR = {"MDA231": 0.50, "TRIC": 0.60, "A549-SIM": 0.85}  # untrained networks score ~0
 
 
-@pytest.mark.parametrize("name", ["MDA231-seg", "TRIC-seg", "A549-SIM-seg", f"{PAIR.name}/MDA231-seg",
-                                  f"{PAIR.name}/MDA231-centers"])
+@pytest.mark.parametrize("name", ["MDA231-seg", "MDA231-centers", "TRIC-seg", "A549-SIM-seg",
+                                  f"{ONENET.name}/MDA231-seg"])
 def test_shipped_folder_is_complete_trained_and_honest(name: str) -> None:
     folder = MODELS / name
     verify_model_folder(folder)
     m = load_model_folder(folder)
     assert m.config["trained"] is True
-    if name == "MDA231-seg":  # one network, foreground and centre heatmap (issue #14); the pair is kept beside
+    if name.startswith(ONENET.name):  # one network, foreground and centre heatmap (issue #14)
         assert m.config["task"] == "seg_centers" and m.net.init_kwargs["out_channels"] == 2
     assert 6.5e6 < m.config["n_params"] < 6.8e6  # the paper's 6.7M-parameter network
     assert m.config["training"]["synthetic_data"] is True
@@ -51,6 +51,19 @@ def test_run_script_with_shipped_models_scores_well(tmp_path: Path, key: str) ->
     assert score.seg >= FLOOR[key], (key, score.seg)
     if key == "TRIC":
         _check_one_label_per_nucleus(ds)
+
+
+def test_run_script_with_the_opt_in_one_network_mda231_model_scores_well(tmp_path: Path) -> None:
+    """models/MDA231-onenet through run_MDA231.sh (EFFICIENTCELLSEG_MODELS): one network, both outputs."""
+    import os
+
+    ds = generate("MDA231", tmp_path, seq="01", frames=2, seed=12)
+    env = {**os.environ, "EFFICIENTCELLSEG_MODELS": str(ONENET)}
+    res = subprocess.run([str(REPO / "run_MDA231.sh"), "01", str(tmp_path)], capture_output=True, text=True,
+                         timeout=900, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "MDA231-onenet" in res.stderr and "MDA231-centers" not in res.stderr  # the one folder only
+    assert score_sequence(ds / "01_GT" / "SEG", ds / "01_RES").seg >= FLOOR["MDA231"]
 
 
 def _check_one_label_per_nucleus(ds: Path) -> None:
@@ -87,19 +100,19 @@ def test_every_dataset_has_its_shipped_models() -> None:
 
     for key in ("MDA231", "TRIC", "A549-SIM"):
         folders = model_folders(get_dataset(key))
-        assert set(folders) == {"seg"}, key  # MDA231's one network serves both outputs
+        assert set(folders) == ({"seg", "centers"} if key == "MDA231" else {"seg"}), key  # MDA231: the paper's pair
         for task, folder in folders.items():
             assert (folder / "weights.safetensors").is_file(), (key, task, folder)
-    assert set(model_folders(get_dataset("MDA231"), PAIR)) == {"seg", "centers"}
+    assert set(model_folders(get_dataset("MDA231"), ONENET)) == {"seg"}  # the one network serves both outputs
 
 
 def test_mda231_centre_network_skips_slices_without_foreground_same_labels() -> None:
-    """The paper's pair (models/MDA231-pair): the centre network runs only where there is foreground."""
+    """The shipped pair: the centre network runs only where there is foreground."""
     from efficientcellseg.infer import build_segmenter
     from efficientcellseg.synth import generate_frame_for_benchmark
 
     raw, _ = generate_frame_for_benchmark("MDA231", seed=12)
-    seg = build_segmenter("MDA231", PAIR / "MDA231-seg", device="cpu", backend="onnx")
+    seg = build_segmenter("MDA231", device="cpu", backend="onnx")
     assert not seg.shared_forward
     full = seg.probabilities(raw, all_slices=True)
     fast = seg.probabilities(raw)

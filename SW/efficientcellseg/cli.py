@@ -46,9 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=None,
                    help="segmentation model folder (default: models/<dataset>-seg shipped with the package)")
     p.add_argument("--centers-model", type=Path, default=None,
-                   help="cell-centre model folder for MDA231 when --model is a foreground-only folder, as in the "
-                        "paper's pair (default: MDA231-centers beside the --model folder, e.g. "
-                        "models/MDA231-pair/MDA231-centers); the shipped MDA231-seg gives the centres itself")
+                   help="cell-centre model folder for MDA231 when the segmentation folder is foreground-only, as in "
+                        "the paper's pair (default: MDA231-centers beside the --model folder, else "
+                        "models/MDA231-centers); a one-network folder (task seg_centers) gives the centres itself")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the network runs; auto picks CUDA when available")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
@@ -123,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="task seg_centers: weight of the centre heatmap loss against the foreground loss (default 1)")
     p.add_argument("--distill-from", nargs="+", type=Path, default=[], metavar="FOLDER",
                    help="teacher model folders, one per output in channel order (seg_centers: a seg folder, then a "
-                        "centers folder, e.g. models/MDA231-pair/MDA231-seg models/MDA231-pair/MDA231-centers): their "
-                        "outputs on every augmented crop become the targets")
+                        "centers folder, e.g. models/MDA231-seg models/MDA231-centers): their outputs on every "
+                        "augmented crop become the targets")
     p.add_argument("--distill-weight", type=float, default=1.0, metavar="W",
                    help="with --distill-from: weight of the teachers' targets; 1 - W goes to the labels (default 1)")
     p.add_argument("--freeze-encoder", action="store_true",
@@ -328,7 +328,7 @@ def _cmd_preview(a: argparse.Namespace) -> int:
 def _cmd_verify(a: argparse.Namespace) -> int:
     from efficientcellseg.weights import default_models_dir, verify_model_folder
 
-    root = default_models_dir()  # the shipped folders and model sets one level down (models/MDA231-pair)
+    root = default_models_dir()  # the shipped folders and model sets one level down (models/MDA231-onenet)
     folders = a.folders or sorted(p.parent for p in [*root.glob("*/config.json"), *root.glob("*/*/config.json")])
     for f in folders:
         verify_model_folder(f)

@@ -62,7 +62,7 @@ def load_teachers(folders: Sequence[Path], task: str, dataset: str, pseudocolor:
                   denoise: DenoiseSettings | None) -> Teachers:
     """Load teacher folders whose outputs, in the given order, cover the task's channels exactly once.
 
-    For ``seg_centers`` that is a foreground folder then a centre folder (e.g. ``models/MDA231-pair/MDA231-seg`` and
+    For ``seg_centers`` that is a foreground folder then a centre folder (e.g. the shipped ``MDA231-seg`` and
     ``MDA231-centers``), or one ``seg_centers`` folder. Raises :class:`ModelError` (one line naming the folder)
     when a folder is for another dataset, gives other outputs, or was trained on another input.
     """

@@ -288,6 +288,8 @@ class Segmenter:
     """True when all outputs come from one network pass (MDA231's two-output model)."""
     denoise: DenoiseSettings | None = None
     """Noise-adaptive smoothing before pseudocoloring (from the model's config.json; None: the paper's input)."""
+    folders: tuple[Path, ...] = ()
+    """The model folders the runners were loaded from (for the log)."""
 
     def probabilities(self, raw: np.ndarray, all_slices: bool = False) -> dict[str, Any]:
         """Network outputs (``seg`` and, for MDA231, ``centers``) as (Z, Y, X) float32 in [0, 1].
@@ -378,8 +380,8 @@ def segment_frame_file(seg: Segmenter, frame_path: Path, mask_path: Path, previe
 
 def resolve_model_dir(cfg: DatasetConfig, task: str, given: Path | None, seg_dir: Path | None = None) -> Path:
     """The model folder to use: the one given, else ``models/<name>`` shipped with the package. A centre folder
-    not given is the one beside the segmentation folder ``seg_dir`` when that is given (e.g. the paper's pair in
-    ``models/MDA231-pair``)."""
+    not given is the one beside the segmentation folder ``seg_dir`` when that is given (a pair kept together in
+    one model set)."""
     if given is not None:
         return Path(given)
     if task not in cfg.models:
@@ -484,7 +486,7 @@ def build_segmenter(
     if batch_size < 1:
         raise ModelError(f"--batch-size must be >= 1, got {batch_size}")
     return Segmenter(cfg, runners, params, dev, batch_size, pseudocolor=pseudo.pop(), shared_forward=two_outputs,
-                     denoise=denoise_settings, timer=timer)
+                     denoise=denoise_settings, timer=timer, folders=tuple(Path(m.folder) for m in models.values()))
 
 
 def wants_adaptation(cfg: DatasetConfig, model_dir: Path | None = None, centers_model_dir: Path | None = None
@@ -637,8 +639,9 @@ def predict_sequence(
                           denoise, own if adapt else None)
     if overlap is None:
         overlap = seg.device.type == "cuda"
-    log.info("%s: %d frames from %s on %s (batch %d%s)", cfg.key, len(frames), input_dir, seg.device, seg.batch_size,
-             ", post-processing overlapped with the network" if overlap else "")
+    log.info("%s: %d frames from %s on %s (batch %d%s), model %s", cfg.key, len(frames), input_dir, seg.device,
+             seg.batch_size, ", post-processing overlapped with the network" if overlap else "",
+             " + ".join(str(f) for f in seg.folders))
     timer = seg.timer
     preview_at = {frames[0].index, frames[-1].index} if preview_dir else set()
 

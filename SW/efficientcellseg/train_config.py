@@ -61,7 +61,7 @@ class TrainConfig:
     saved model use the average, which smooths the epoch-to-epoch noise of small batches. 0 = off."""
     distill_from: tuple[Path, ...] = ()
     """Teacher model folders (:mod:`efficientcellseg.distill`), one per output of the task in channel order, e.g.
-    the paper's pair in ``models/MDA231-pair`` for ``seg_centers``: their outputs on each augmented crop are
+    the shipped MDA231-seg and MDA231-centers for ``seg_centers``: their outputs on each augmented crop are
     targets; empty: labels only."""
     distill_weight: float = 1.0
     """With ``distill_from``: loss = ``distill_weight`` x teacher loss + (1 - ``distill_weight``) x label loss."""
