@@ -205,7 +205,7 @@ def test_run_script_mda231_one_network_two_outputs(tmp_path, untrained_models) -
     with pytest.raises(ModelError, match="MDA231-centers"):
         _verify_models(WorkerOptions("MDA231", model_dir=str(pair / "MDA231-seg"),
                                      centers_model_dir=str(pair / "MDA231-centers")))
-    # a foreground-only folder given alone takes the centre folder beside it (as models/MDA231-pair holds them)
+    # a foreground-only folder given alone takes the centre folder beside it (a pair kept together in one model set)
     with pytest.raises(ModelError, match=re.escape(str(pair / "MDA231-centers"))):
         _verify_models(WorkerOptions("MDA231", model_dir=str(pair / "MDA231-seg")))
     create_untrained_model_folder(pair / "MDA231-centers", "MDA231", task="centers", seed=3)
