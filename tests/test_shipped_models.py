@@ -139,7 +139,7 @@ def test_int8_precision_changes_mda231_masks_only_slightly(tmp_path) -> None:
     exact = build_segmenter("MDA231", device="cpu", backend="onnx").segment(raw)
     seg8 = build_segmenter("MDA231", device="cpu", precision="int8",
                            calibration_frames=choose_calibration_frames(tmp_path / "01"))
-    nets = [getattr(r, "network", r) for r in seg8.runners.values()]  # the one network serves both outputs
+    nets = [getattr(r, "network", r) for r in seg8.runners.values()]  # a one-network folder: its channels' network
     assert all(isinstance(n, OnnxRunner) and n.precision == "int8" for n in nets)
     fast = seg8.segment(raw)
     a, b = exact > 0, fast > 0
