@@ -205,10 +205,15 @@ def test_run_script_mda231_one_network_two_outputs(tmp_path, untrained_models) -
     with pytest.raises(ModelError, match="MDA231-centers"):
         _verify_models(WorkerOptions("MDA231", model_dir=str(pair / "MDA231-seg"),
                                      centers_model_dir=str(pair / "MDA231-centers")))
-    # a foreground-only folder given alone takes the centre folder beside it (a pair kept together in one model set)
-    with pytest.raises(ModelError, match=re.escape(str(pair / "MDA231-centers"))):
-        _verify_models(WorkerOptions("MDA231", model_dir=str(pair / "MDA231-seg")))
+    # a foreground-only folder given alone takes the centre folder beside it (a pair kept together in one model
+    # set); without one there, the shipped centre folder, as before
+    from efficientcellseg.infer import resolve_model_dir
+    from efficientcellseg.weights import default_models_dir
+
+    cfg = get_dataset("MDA231")
+    assert resolve_model_dir(cfg, "centers", None, pair / "MDA231-seg") == default_models_dir() / "MDA231-centers"
     create_untrained_model_folder(pair / "MDA231-centers", "MDA231", task="centers", seed=3)
+    assert resolve_model_dir(cfg, "centers", None, pair / "MDA231-seg") == pair / "MDA231-centers"
     _verify_models(WorkerOptions("MDA231", model_dir=str(pair / "MDA231-seg")))
     two = build_segmenter("MDA231", pair / "MDA231-seg")
-    assert not two.shared_forward and set(two.runners) == {"seg", "centers"}
+    assert not two.shared_forward and two.folders == (pair / "MDA231-seg", pair / "MDA231-centers")

@@ -47,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="segmentation model folder (default: models/<dataset>-seg shipped with the package)")
     p.add_argument("--centers-model", type=Path, default=None,
                    help="cell-centre model folder for MDA231 when the segmentation folder is foreground-only, as in "
-                        "the paper's pair (default: MDA231-centers beside the --model folder, else "
-                        "models/MDA231-centers); a one-network folder (task seg_centers) gives the centres itself")
+                        "the paper's pair (default: an MDA231-centers folder beside the --model folder if there is "
+                        "one, else models/MDA231-centers); a one-network folder (task seg_centers) gives the centres "
+                        "itself")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the network runs; auto picks CUDA when available")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],

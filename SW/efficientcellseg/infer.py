@@ -380,14 +380,16 @@ def segment_frame_file(seg: Segmenter, frame_path: Path, mask_path: Path, previe
 
 def resolve_model_dir(cfg: DatasetConfig, task: str, given: Path | None, seg_dir: Path | None = None) -> Path:
     """The model folder to use: the one given, else ``models/<name>`` shipped with the package. A centre folder
-    not given is the one beside the segmentation folder ``seg_dir`` when that is given (a pair kept together in
-    one model set)."""
+    not given is the one beside the segmentation folder ``seg_dir`` when there is one (a pair kept together in
+    one model set), else the shipped one as before (``predict`` logs which folders it loaded)."""
     if given is not None:
         return Path(given)
     if task not in cfg.models:
         raise ModelError(f"dataset {cfg.key} has no {task!r} model")
     if task != "seg" and seg_dir is not None:
-        return Path(seg_dir).parent / cfg.models[task]
+        beside = Path(seg_dir).parent / cfg.models[task]
+        if (beside / "config.json").is_file():
+            return beside
     return default_models_dir() / cfg.models[task]
 
 
