@@ -38,6 +38,7 @@ from efficientcellseg.datasets import get_dataset  # noqa: E402
 from efficientcellseg.errors import ModelError  # noqa: E402
 from efficientcellseg.model import EfficientCellSeg  # noqa: E402
 from efficientcellseg.weights import (  # noqa: E402
+    LoadedModel,
     gives_centres,
     load_model_folder,
     save_model_folder,
@@ -50,15 +51,20 @@ _COPIED_KEYS = ("name", "dataset", "input_size", "pseudocolor", "denoise")
 _HEAD = ("head.0.weight", "head.0.bias")
 
 
-def _copy_folder(src: Path, dst: Path) -> None:
+def _clear(dst: Path) -> None:
     if dst.exists():
         shutil.rmtree(dst)
+
+
+def _copy_folder(src: Path, dst: Path) -> None:
+    _clear(dst)
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".onnx-cache", "checkpoint.pt"))
 
 
-def _one_output(src: Path, channel: int, like: Path, dst: Path) -> None:
-    """Write output ``channel`` of the network in ``src`` as a one-output folder shaped like ``like``."""
-    student = load_model_folder(src)
+def _one_output(student: LoadedModel, channel: int, like: Path, dst: Path) -> None:
+    """Write output ``channel`` of the loaded one-network folder ``student`` as a one-output folder shaped like
+    ``like``."""
+    src = student.folder
     kwargs = dict(student.net.init_kwargs, out_channels=1)
     net = EfficientCellSeg(**kwargs)
     state = {k: v.clone() for k, v in student.net.state_dict().items()}
@@ -73,8 +79,7 @@ def _one_output(src: Path, channel: int, like: Path, dst: Path) -> None:
     card = (f"# {dst.name} (channel probe)\n\nOutput {channel} of `{src}`, written as a one-output folder by "
             "`benchmarks/channel_probe.py` to be paired with another network. Synthetic data, not CTC. "
             "Not a shipped model.\n")
-    if dst.exists():
-        shutil.rmtree(dst)
+    _clear(dst)
     dtype = getattr(torch, student.config.get("weights_dtype", "float16"))  # the source's, so values are kept
     save_model_folder(dst, net, cfg, thresholds, card, dtype=dtype)
 
@@ -97,8 +102,9 @@ def channel_probe(src: Path, out: Path, pair: Path = ROOT / "models") -> dict[st
     update_thresholds(sets["onenet"] / names["seg"], merged,
                       f"Post-processing of `{seg_pair}` and `{cen_pair}` (channel probe).")
     _copy_folder(seg_pair, sets["heatmap"] / names["seg"])
-    _one_output(src, 1, cen_pair, sets["heatmap"] / names["centers"])
-    _one_output(src, 0, seg_pair, sets["foreground"] / names["seg"])
+    student = load_model_folder(src)
+    _one_output(student, 1, cen_pair, sets["heatmap"] / names["centers"])
+    _one_output(student, 0, seg_pair, sets["foreground"] / names["seg"])
     _copy_folder(cen_pair, sets["foreground"] / names["centers"])
     for name, folder in sets.items():
         log.info("%s: %s", name, folder)

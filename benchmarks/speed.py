@@ -526,8 +526,8 @@ def peers_rows(comp: dict | None, classical: dict | None, ours: dict | None, t_s
         rows.append([name, params, how, "-" if vol is None else f"{vol:.1f}", _x(vol, t_slice_s), vs])
 
     if ours_s is not None:
-        n_net = mda231_networks()
-        add(f"EfficientCellSeg, whole frame end to end ({ours['precision']})", "6.63M" + (" x2" if n_net == 2 else ""),
+        add(f"EfficientCellSeg, whole frame end to end ({ours['precision']})",
+            "6.63M" + (" x2" if mda231_networks() == 2 else ""),
             "median frame, read to write", ours_s)
     add("EfficientCellSeg network only, segmentation network on 30 slices", "6.63M", "30 x t_slice", 30 * t_slice_s)
     if comp is None:
@@ -631,9 +631,10 @@ def report(info: dict[str, str], t_slice: dict[str, dict], net_rows: list[dict],
                          "frame / (passes x t_slice)", "network s per pass / t_slice", "frame / network s",
                          "read s", "denoise s", "pseudocolor s", "network s", "postprocess s",
                          "write s", "peak RSS MiB", "GPU MiB"], rows)
+        pair = mda231_networks() == 2
         mda = ("MDA231 runs two networks (the paper's pair), the centre network only on slices with foreground"
-               if mda231_networks() == 2 else "MDA231 runs one network giving foreground and centre heatmap")
-        both = "; MDA231's stage holds both networks' passes" if mda231_networks() == 2 else ""
+               if pair else "MDA231 runs one network giving foreground and centre heatmap")
+        both = "; MDA231's stage holds both networks' passes" if pair else ""
         lines.append("\nMedian over frames 2..N (frame 1 is a warm-up). Passes: slices (MDA231, A549-SIM) or slice "
                      f"tiles (TRIC) of one network; {mda}. The two columns after the target split it: the network "
                      "stage per pass in t_slice (tiling, resizing and blending, and how fast the host ran during the "

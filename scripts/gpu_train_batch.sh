@@ -80,10 +80,9 @@ echo "data ready in $((SECONDS - t0)) s" >&2
 # network of issue #14 (foreground + centre heatmap, --task seg_centers, models/MDA231-onenet), distilled from
 # the shipped pair with its encoder and normalisation statistics kept
 models=()
-pair="$root/models"
 for ds in "${wanted[@]}"; do
   case "$ds" in
-    MDA231) teachers="--distill-from $pair/MDA231-seg $pair/MDA231-centers --center-weight 0.1 --freeze-encoder --freeze-bn"
+    MDA231) teachers="--distill-from $root/models/MDA231-seg $root/models/MDA231-centers --center-weight 0.1 --freeze-encoder --freeze-bn"
             models+=("MDA231-seg MDA231 Fluo-C3DL-MDA231 seg $root/models/MDA231-seg $(shipped_recipe_flags MDA231)"
                      "MDA231-onenet MDA231 Fluo-C3DL-MDA231 seg_centers $root/models/MDA231-onenet/MDA231-seg $(shipped_recipe_flags MDA231) $teachers") ;;
     TRIC) models+=("TRIC-seg TRIC Fluo-N3DL-TRIC seg $root/models/TRIC-seg $(shipped_recipe_flags TRIC)") ;;

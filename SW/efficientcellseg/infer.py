@@ -126,7 +126,11 @@ class _Channel:
 
     def __init__(self, shared: SharedOutputs, k: int) -> None:
         self.shared, self.k = shared, k
-        self.network = shared.runner
+
+    @property
+    def network(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The shared network's runner."""
+        return self.shared.runner
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.shared._run(x)[:, self.k]
