@@ -25,6 +25,7 @@ from efficientcellseg.postprocess import (
     postprocess,
     refine_boundaries,
     remove_small_objects,
+    rescue_missed,
     SignalSlices,
     signal_gate,
     signal_map,
@@ -659,6 +660,68 @@ def test_centers_watershed_gates_each_cell_against_its_own_brightness() -> None:
     assert np.logical_and(gated > 0, two_truth).sum() / np.logical_or(gated > 0, two_truth).sum() > 0.9
     with pytest.raises(ValueError, match="centers_watershed with signal_fraction > 0 needs the raw signal"):
         centers_watershed(two_prob, centers, signal_fraction=0.3, **params)
+
+
+def dim_cell_scene(seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A bright found cell (label 1) with a blurred halo, a dim cell the network missed (truth) and small
+    debris, in Gaussian noise: labels, raw signal (smoothed like signal_map), the dim cell's mask."""
+    rng = np.random.default_rng(seed)
+    shape = (12, 60, 90)
+    bright = ellipsoid(shape, (6, 30, 22), (3, 10, 10))
+    dim = ellipsoid(shape, (6, 30, 68), (3, 9, 9))
+    debris = ellipsoid(shape, (6, 8, 45), (1, 2, 2))
+    clean = 100 + 1000.0 * bright + 60.0 * dim + 400.0 * debris
+    clean = ndi.gaussian_filter(clean, (1.0, 3.0, 3.0))  # blur: the bright cell's halo reaches far
+    signal = ndi.gaussian_filter(clean + rng.normal(0, 30, shape), (0, 2, 2)).astype(np.float32)
+    return bright.astype(np.int32), signal, dim
+
+
+def test_rescue_missed_adds_a_dim_cell_but_not_halo_or_debris() -> None:
+    labels, signal, dim = dim_cell_scene()
+    out = rescue_missed(labels.copy(), signal, sigma=6.0, min_size=600)
+    assert np.array_equal(out == 1, labels == 1)  # found objects are never changed
+    assert np.unique(out).tolist() == [0, 1, 2]  # one new object: the dim cell (debris is too small)
+    new = out == 2
+    around = ndi.binary_dilation(dim, iterations=4)  # the dim cell and its own blur
+    assert np.logical_and(new, around).sum() / new.sum() > 0.95  # not the bright cell's halo
+    assert np.logical_and(new, dim).sum() / dim.sum() > 0.6
+    assert np.array_equal(rescue_missed(labels.copy(), signal, sigma=0.0, min_size=600), labels)
+    assert np.array_equal(rescue_missed(labels.copy(), signal, sigma=6.0, min_size=100_000), labels)
+    faint = rescue_missed(labels.copy(), signal, sigma=200.0, min_size=600)  # seed contrast too high
+    assert np.array_equal(faint, labels)
+
+
+def test_rescue_missed_leaves_a_halo_alone_however_far_it_reaches() -> None:
+    """Without the dim cell, the bright cell's blurred halo reaches past the margin; it is brightest
+    where it meets the margin, so it is no new cell."""
+    labels, signal, dim = dim_cell_scene()
+    shape = labels.shape
+    wide = ndi.gaussian_filter(100 + 1000.0 * (labels > 0), (2.0, 8.0, 8.0)).astype(np.float32)
+    wide += np.random.default_rng(1).normal(0, 1, shape).astype(np.float32)
+    out = rescue_missed(labels.copy(), wide, sigma=4.0, min_size=50)
+    assert np.array_equal(out, labels)
+    with pytest.raises(ValueError, match="one shape"):
+        rescue_missed(labels[0], signal[0], sigma=4.0, min_size=50)
+
+
+def test_centers_watershed_rescue_is_a_checked_signal_parameter() -> None:
+    labels, signal, dim = dim_cell_scene()
+    prob = as_prob(labels > 0)
+    centers = np.zeros_like(prob)
+    centers[6, 30, 22] = 1.0
+    params = dict(prob_threshold=0.5, center_threshold=0.5, center_min_distance=5, min_size=50)
+    plain = centers_watershed(prob, centers, signal, signal_fraction=0.2, **params)
+    rescued = centers_watershed(prob, centers, signal, signal_fraction=0.2, rescue_sigma=6.0,
+                                rescue_min_size=600, **params)
+    assert_consecutive_uint16(plain, 1)
+    assert_consecutive_uint16(rescued, 2)
+    assert np.array_equal(rescued == 1, plain == 1)
+    assert needs_signal("centers_watershed", {"rescue_sigma": 5.0})
+    assert not needs_signal("centers_watershed", {"rescue_sigma": 0.0})
+    with pytest.raises(ValueError, match="rescue_sigma > 0 needs the raw signal"):
+        centers_watershed(prob, centers, rescue_sigma=5.0, **params)
+    with pytest.raises(ValueError, match=r"rescue_sigma=-1"):
+        centers_watershed(prob, centers, signal, rescue_sigma=-1.0, **params)
 
 
 def test_threads_give_the_same_labels_and_are_checked() -> None:

@@ -27,7 +27,7 @@ DEFAULT_GRIDS: Mapping[str, Mapping[str, Sequence[Any]]] = {
     "centers_watershed": {"prob_threshold": (0.4, 0.5, 0.6, 0.7), "center_threshold": (0.1, 0.2),
                           "center_min_distance": (14, 17, 20), "end_threshold": (0.0, 0.85, 0.9),
                           "end_fraction": (0.7, 0.8, 0.9), "signal_fraction": (0.0, 0.3),
-                          "grow_fraction": (0.0, 0.4)},
+                          "grow_fraction": (0.0, 0.4), "rescue_sigma": (0.0, 5.0)},
     "distance_watershed": {"prob_threshold": (0.4, 0.5, 0.55, 0.6), "min_distance": (2, 3, 4, 6),
                            "z_scale": (1.0, 2.0, 3.0), "boundary_fraction": (0.0, 0.35)},
     "largest_component": {"prob_threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
