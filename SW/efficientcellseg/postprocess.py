@@ -380,12 +380,13 @@ def signal_gate(labels: np.ndarray, signal: np.ndarray, fraction: float) -> np.n
 
 
 RESCUE_MARGIN = 3
-"""Voxels (3x3x3 dilations) around the found objects that :func:`rescue_missed` leaves alone: their blurred
-halo, not another cell."""
+"""Voxels (in z, y and x) around each found object that :func:`rescue_missed` leaves alone: its blurred halo,
+not another cell."""
 RESCUE_STAT_VOXELS = 1 << 20
 """About this many voxels (an even in-plane sample) estimate the background and noise of :func:`rescue_missed`."""
 RESCUE_LOW = 0.5
-"""Hysteresis: a rescued object extends to where the signal is ``RESCUE_LOW`` times its seed contrast."""
+"""Hysteresis: a rescued object extends down to ``RESCUE_LOW`` times the seed level's height above the
+background."""
 
 
 def rescue_missed(labels: np.ndarray, signal: np.ndarray, *, sigma: float, min_size: int,
