@@ -704,6 +704,14 @@ def test_rescue_missed_leaves_a_halo_alone_however_far_it_reaches() -> None:
         rescue_missed(labels[0], signal[0], sigma=4.0, min_size=50)
 
 
+def test_rescue_missed_adds_nothing_without_background_or_noise() -> None:
+    labels, signal, dim = dim_cell_scene()
+    flat = np.full(signal.shape, 100.0, np.float32)  # no noise: no scale to measure contrast against
+    assert np.array_equal(rescue_missed(labels.copy(), flat, sigma=5.0, min_size=1), labels)
+    full = np.ones_like(labels)  # one object fills the volume: no background left
+    assert np.array_equal(rescue_missed(full.copy(), signal, sigma=5.0, min_size=1), full)
+
+
 def test_centers_watershed_rescue_is_a_checked_signal_parameter() -> None:
     labels, signal, dim = dim_cell_scene()
     prob = as_prob(labels > 0)
