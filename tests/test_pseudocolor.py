@@ -10,6 +10,8 @@ from scipy import ndimage as ndi
 from efficientcellseg.errors import CTCInputError
 from efficientcellseg.pseudocolor import (
     choose_threshold,
+    context_threshold,
+    count_above,
     context_mask,
     grey_stack,
     minmax,
@@ -267,3 +269,37 @@ def test_invalid_inputs() -> None:
         pseudocolor_stack(bad)
     with pytest.raises(ValueError, match="thresh_step=0"):
         pseudocolor_stack(np.zeros((2, 4, 4), np.uint8), thresh_step=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_count_above_equals_the_float64_comparison(dtype: type) -> None:
+    rng = np.random.default_rng(3)
+    b = rng.uniform(0.0, 1.0, 5000)
+    exact = np.concatenate([T, np.nextafter(T, 0), np.nextafter(T, 1), T.astype(np.float32),
+                            np.nextafter(T.astype(np.float32), np.float32(0)),
+                            np.nextafter(T.astype(np.float32), np.float32(1))])
+    b[: exact.size] = exact
+    b = b.astype(dtype)
+    for t in np.concatenate([T, [0.0, 1.0, 0.5]]):
+        assert count_above(b, float(t)) == np.count_nonzero(b.astype(np.float64) > t)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("max_coverage", [0.0, 0.01, 0.03, 0.3, 1.0])
+def test_context_threshold_equals_the_histogram_rule(dtype: type, max_coverage: float) -> None:
+    """Bisection over counts picks the same threshold as the rule applied to every threshold's count, on maps
+    where the first fitting mask is non-empty, empty, none fits, and all masks are empty."""
+    rng = np.random.default_rng(4)
+    maps = [rng.uniform(0.0, 1.0, (40, 50)),            # fits somewhere
+            rng.uniform(0.0, 0.19, (40, 50)),           # every mask empty
+            rng.uniform(0.5, 1.0, (40, 50)),            # none fits below full coverage
+            np.where(rng.random((40, 50)) < 0.1, 0.4, 0.1),  # jumps from 10% to empty at one threshold
+            rng.beta(0.5, 5.0, (40, 50))]
+    b = maps[0].copy()
+    b.ravel()[: T.size * 3] = np.concatenate([T, np.nextafter(T, 0), np.nextafter(T, 1)])  # at thresholds
+    maps.append(b)
+    for m in maps:
+        m = m.astype(dtype)
+        for t in (T, T[:1], 0.35 + 0.003 * np.arange(50)):
+            want = choose_threshold(threshold_counts(m, t), m.size, max_coverage)
+            assert context_threshold(m, t, max_coverage) == want
