@@ -10,6 +10,8 @@
 # EFFICIENTCELLSEG_DENOISE=0 switches off the models' noise-adaptive input smoothing (predict --no-denoise): the
 # paper's input exactly (docs/generalization.md). EFFICIENTCELLSEG_ADAPT=0 keeps the models' trained normalisation
 # statistics instead of adapting them to the sequence (predict --no-adapt; A549-SIM's model adapts).
+# EFFICIENTCELLSEG_SCALE=S resamples every frame in xy by S (0.25-4) before the network, the masks back to the frame's
+# size (predict --scale): S > 1 for objects smaller in pixels than the models' training data (README "Object size").
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dataset="$1"; folder="$2"
@@ -40,6 +42,8 @@ case "$adapt" in
   0) adapt_flag=(--no-adapt) ;;
   *) echo "error: EFFICIENTCELLSEG_ADAPT=$adapt is not 0 or 1" >&2; exit 2 ;;
 esac
+scale="${EFFICIENTCELLSEG_SCALE:-1}"
+[[ "$scale" =~ ^[0-9]*\.?[0-9]+$ ]] || { echo "error: EFFICIENTCELLSEG_SCALE=$scale is not a number (e.g. 1.5)" >&2; exit 2; }
 seq="$3"; root="${4:-$here/..}"
 input="$root/$folder/$seq"
 [ -d "$input" ] || { echo "error: input folder $input does not exist (expected ROOT/${folder}/${seq})" >&2; exit 2; }
@@ -50,6 +54,6 @@ py="$here/.venv/bin/python"
 calibrate=()
 [ -z "${EFFICIENTCELLSEG_CALIBRATE:-}" ] || calibrate=(--calibrate "$EFFICIENTCELLSEG_CALIBRATE")
 exec "$py" -m efficientcellseg predict --dataset "$dataset" --input "$input" --output "${input}_RES" --device auto \
-  --precision "$precision" ${calibrate[@]+"${calibrate[@]}"} ${track_flag[@]+"${track_flag[@]}"} \
+  --precision "$precision" --scale "$scale" ${calibrate[@]+"${calibrate[@]}"} ${track_flag[@]+"${track_flag[@]}"} \
   ${denoise_flag[@]+"${denoise_flag[@]}"} ${adapt_flag[@]+"${adapt_flag[@]}"} \
   ${scheduler[@]+"${scheduler[@]}"}

@@ -217,3 +217,19 @@ def test_run_script_mda231_one_network_two_outputs(tmp_path, untrained_models) -
     _verify_models(WorkerOptions("MDA231", model_dir=str(pair / "MDA231-seg")))
     two = build_segmenter("MDA231", pair / "MDA231-seg")
     assert not two.shared_forward and two.folders == (pair / "MDA231-seg", pair / "MDA231-centers")
+
+
+def test_scale_variable_reaches_predict(tmp_path, untrained_models) -> None:
+    """EFFICIENTCELLSEG_SCALE=S becomes predict --scale S: masks keep the frames' size and the log names the
+    resampling; a non-number or a scale out of range is one clear error line."""
+    ds = _tric_tree(tmp_path)
+    res = _run("run_TRIC.sh", "01", str(tmp_path), models=untrained_models, EFFICIENTCELLSEG_SCALE="0.5")
+    assert res.returncode == 0, res.stderr[-2000:]
+    raw = tifffile.imread(ds / "01" / "t000.tif")
+    m = tifffile.imread(ds / "01_RES" / "mask000.tif")
+    assert m.dtype == np.uint16 and m.shape == raw.shape
+    assert "rescale" in res.stderr  # the stage timer's summary
+    res = _run("run_TRIC.sh", "01", str(tmp_path), models=untrained_models, EFFICIENTCELLSEG_SCALE="big")
+    _assert_one_line_error(res, "EFFICIENTCELLSEG_SCALE=big", "not a number")
+    res = _run("run_TRIC.sh", "01", str(tmp_path), models=untrained_models, EFFICIENTCELLSEG_SCALE="9")
+    _assert_one_line_error(res, "--scale", "0.25 to 4")

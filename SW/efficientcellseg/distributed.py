@@ -49,6 +49,7 @@ from efficientcellseg.infer import (
     wants_adaptation,
 )
 from efficientcellseg.log import PACKAGE_LOGGER, progress, setup_logging
+from efficientcellseg.preprocess import check_scale
 from efficientcellseg.weights import verify_model_folder
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ class WorkerOptions:
     adapt_frames: tuple[str, ...] | None = None
     """Raw frame files of the task's sequence that the models' normalisation adapts to (chosen by the client,
     one set per sequence; None: trained statistics)."""
+    scale: float = 1.0
+    """Frames resampled in xy by this factor before the network (labels back to the frame's size)."""
 
 
 _SEGMENTERS: dict[WorkerOptions, Segmenter] = {}
@@ -111,7 +114,7 @@ def worker_segmenter(opts: WorkerOptions) -> tuple[Segmenter, float]:
         calib = [Path(p) for p in opts.calibration_frames] if opts.calibration_frames else None
         adapt = [Path(p) for p in opts.adapt_frames] if opts.adapt_frames else None
         seg = build_segmenter(opts.dataset, opts.model_dir, opts.centers_model_dir, opts.device, opts.backend,
-                              opts.batch_size, opts.precision, calib, opts.denoise, adapt)
+                              opts.batch_size, opts.precision, calib, opts.denoise, adapt, opts.scale)
         _SEGMENTERS[opts] = seg
         log.debug("worker %d: models for %s loaded (%d threads)", os.getpid(), opts.dataset, threads)
         return seg, time.perf_counter() - t0
@@ -258,6 +261,7 @@ def predict_distributed(
     calibrate: Path | None = None,
     denoise: bool = True,
     adapt: bool = True,
+    scale: float = 1.0,
 ) -> list[PredictReport]:
     """Segment every frame of the sequences ``inputs`` into ``outputs`` (paired by position) on a Dask cluster.
 
@@ -269,15 +273,19 @@ def predict_distributed(
     ``precision="int8"`` calibrates once for the whole run, on frames of ``calibrate`` (a sequence folder),
     by default of the first input sequence. ``adapt``: models that ask for it adapt their normalisation to
     frames of each sequence (chosen here; a worker builds one segmenter per sequence then), as
-    :func:`~efficientcellseg.infer.predict_sequence` does.
+    :func:`~efficientcellseg.infer.predict_sequence` does; so does ``scale``.
     """
+    try:
+        scale = check_scale(scale)
+    except ValueError as exc:
+        raise ModelError(f"--scale: {exc}") from None
     if len(inputs) != len(outputs):
         raise CTCInputError(f"{len(inputs)} --input folder(s) but {len(outputs)} --output folder(s); "
                             "give one --output per --input, in the same order")
     jobs = _plan(dataset, inputs, outputs, preview_dir)
     opts = WorkerOptions(dataset, str(model_dir) if model_dir else None,
                          str(centers_model_dir) if centers_model_dir else None, device, backend, batch_size,
-                         precision, threads, denoise=denoise)
+                         precision, threads, denoise=denoise, scale=scale)
     if precision == "int8":
         frames = choose_calibration_frames(Path(calibrate or inputs[0]))
         opts = WorkerOptions(**{**asdict(opts), "calibration_frames": tuple(str(f) for f in frames)})

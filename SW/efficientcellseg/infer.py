@@ -26,7 +26,7 @@ from efficientcellseg.datasets import DatasetConfig, get_dataset
 from efficientcellseg.denoise import DenoiseSettings, denoise_frame, denoise_plan, smooth_stack
 from efficientcellseg.errors import ModelError
 from efficientcellseg.log import StageTimer, progress
-from efficientcellseg.preprocess import network_shape, resize_to_network
+from efficientcellseg.preprocess import check_scale, network_shape, resize_to_network, rescale_frame, restore_labels
 from efficientcellseg.weights import LoadedModel, default_models_dir, gives_centres, load_model_folder
 
 if TYPE_CHECKING:
@@ -294,6 +294,9 @@ class Segmenter:
     """Noise-adaptive smoothing before pseudocoloring (from the model's config.json; None: the paper's input)."""
     folders: tuple[Path, ...] = ()
     """The model folders the runners were loaded from (for the log)."""
+    scale: float = 1.0
+    """The raw frame is resampled in xy by this factor before everything else and the labels back to the frame's
+    size afterwards (:func:`~efficientcellseg.preprocess.rescale_frame`; 1: as recorded)."""
 
     def probabilities(self, raw: np.ndarray, all_slices: bool = False) -> dict[str, Any]:
         """Network outputs (``seg`` and, for MDA231, ``centers``) as (Z, Y, X) float32 in [0, 1].
@@ -317,6 +320,10 @@ class Segmenter:
         from efficientcellseg.postprocess import SignalSlices, needs_signal, signal_map
         from efficientcellseg.pseudocolor import grey_stack, pseudocolor_stack
 
+        frame_shape = raw.shape
+        if self.scale != 1.0:
+            with self.timer.stage("rescale"):
+                raw = rescale_frame(raw, self.scale)
         dtype = np.float16 if 3 * raw.size * 4 > PC_FLOAT32_MAX_BYTES else np.float32
         if self.denoise is not None:
             with self.timer.stage("denoise"):
@@ -331,6 +338,8 @@ class Segmenter:
                 out["signal"] = signal_map(raw)
         elif needs_signal(self.cfg.postprocess, self.params):
             out["signal"] = SignalSlices(raw)  # made slice by slice where the post-processing reads it
+        if raw.shape != frame_shape:
+            out["frame_shape"] = frame_shape  # the labels go back to it (labels())
         return out
 
     def _network(self, pc: np.ndarray, all_slices: bool) -> dict[str, np.ndarray]:
@@ -353,8 +362,12 @@ class Segmenter:
         from efficientcellseg.postprocess import postprocess
 
         with self.timer.stage("postprocess"):
-            return postprocess(self.cfg.postprocess, probs["seg"], self.params, centers=probs.get("centers"),
-                               signal=probs.get("signal"))
+            labels = postprocess(self.cfg.postprocess, probs["seg"], self.params, centers=probs.get("centers"),
+                                 signal=probs.get("signal"))
+        if "frame_shape" in probs:
+            with self.timer.stage("rescale"):
+                labels = restore_labels(labels, probs["frame_shape"][1:])
+        return labels
 
     def segment(self, raw: np.ndarray) -> np.ndarray:
         """uint16 labels (Z, Y, X) for one raw frame."""
@@ -428,6 +441,7 @@ def build_segmenter(
     calibration_frames: Sequence[Path] | None = None,
     denoise: bool = True,
     adapt_frames: Sequence[Path | np.ndarray] | None = None,
+    scale: float = 1.0,
 ) -> Segmenter:
     """Load and verify the dataset's model folder(s) and prepare the runners and post-processing parameters.
 
@@ -442,8 +456,13 @@ def build_segmenter(
     feeds the network exactly as the paper does. ``adapt_frames`` (raw frame files or arrays of the sequence to
     segment, e.g. :func:`choose_calibration_frames`): models whose ``config.json`` asks for it (key ``norm_adaptation``)
     get their normalisation statistics adapted to these frames (:mod:`efficientcellseg.adapt`); ``None``
-    keeps the trained statistics.
+    keeps the trained statistics. ``scale`` (0.25-4): every frame, those of the adaptation and the int8
+    calibration included, is resampled in xy by it before the network and the labels back afterwards.
     """
+    try:
+        scale = check_scale(scale)
+    except ValueError as exc:
+        raise ModelError(f"--scale: {exc}") from None
     cfg = get_dataset(dataset)
     dev = select_device(device)
     models = {"seg": load_model_folder(resolve_model_dir(cfg, "seg", model_dir), device="cpu")}
@@ -469,12 +488,13 @@ def build_segmenter(
     timer = StageTimer()
     if adapt_frames and wants_adaptation_config(models):
         with timer.stage("adapt"):
-            models = adapt_models(models, adapt_frames, cfg, next(iter(pseudo)), denoise_settings)
+            models = adapt_models(models, adapt_frames, cfg, next(iter(pseudo)), denoise_settings, scale)
     calibration = None
     if precision == "int8":
         if not calibration_frames:
             raise ModelError("precision int8 needs calibration frames (the sequence to segment or --calibrate DIR)")
-        calibration = int8_calibration(calibration_frames, cfg, next(iter(pseudo)), denoise=denoise_settings)
+        calibration = int8_calibration(calibration_frames, cfg, next(iter(pseudo)), denoise=denoise_settings,
+                                       scale=scale)
     # an adapted network gets its own ONNX graph (make_runner): part of the adaptation's cost
     adapted = any(m.transient for m in models.values())
     if adapted and precision == "int8":
@@ -492,7 +512,8 @@ def build_segmenter(
     if batch_size < 1:
         raise ModelError(f"--batch-size must be >= 1, got {batch_size}")
     return Segmenter(cfg, runners, params, dev, batch_size, pseudocolor=pseudo.pop(), shared_forward=two_outputs,
-                     denoise=denoise_settings, timer=timer, folders=tuple(Path(m.folder) for m in models.values()))
+                     denoise=denoise_settings, timer=timer, folders=tuple(Path(m.folder) for m in models.values()),
+                     scale=scale)
 
 
 def wants_adaptation(cfg: DatasetConfig, model_dir: Path | None = None, centers_model_dir: Path | None = None
@@ -523,10 +544,10 @@ def wants_adaptation_config(models: Mapping[str, LoadedModel]) -> bool:
 
 
 def adapt_models(models: Mapping[str, LoadedModel], frames: Sequence[Path | np.ndarray], cfg: DatasetConfig,
-                 pseudocolor: bool, denoise: DenoiseSettings | None) -> dict[str, LoadedModel]:
+                 pseudocolor: bool, denoise: DenoiseSettings | None, scale: float = 1.0) -> dict[str, LoadedModel]:
     """The models, those whose config asks for it with their normalisation adapted to ``frames`` (raw frame
-    files or arrays; :func:`efficientcellseg.adapt.adapted_model` on :data:`CALIBRATION_INPUTS` network inputs
-    per frame)."""
+    files or arrays, resampled by ``scale`` as inference does; :func:`efficientcellseg.adapt.adapted_model` on
+    :data:`CALIBRATION_INPUTS` network inputs per frame)."""
     from efficientcellseg.adapt import AdaptSettings, adapted_model
 
     try:
@@ -537,8 +558,8 @@ def adapt_models(models: Mapping[str, LoadedModel], frames: Sequence[Path | np.n
     if not any(settings.values()):
         return dict(models)
     inputs = [x for f in frames
-              for x in network_inputs(f if isinstance(f, np.ndarray) else read_frame(f, max_z=cfg.max_z), cfg,
-                                      pseudocolor, CALIBRATION_INPUTS, denoise)]
+              for x in network_inputs(rescale_frame(f if isinstance(f, np.ndarray) else read_frame(f, max_z=cfg.max_z),
+                                                    scale), cfg, pseudocolor, CALIBRATION_INPUTS, denoise)]
     return {t: adapted_model(m, inputs, settings[t]) if settings[t] else m for t, m in models.items()}
 
 
@@ -612,6 +633,7 @@ def predict_sequence(
     calibrate: Path | None = None,
     denoise: bool = True,
     adapt: bool = True,
+    scale: float = 1.0,
 ) -> PredictReport:
     """Segment every frame of a CTC sequence folder and write ``maskTTT.tif`` files into ``output_dir``.
 
@@ -623,7 +645,8 @@ def predict_sequence(
     ``precision="int8"`` calibrates on :data:`CALIBRATION_FRAMES` frames of ``calibrate`` (a sequence folder),
     by default of ``input_dir`` itself. ``denoise=False``: see :func:`build_segmenter`. ``adapt``: models
     that ask for it adapt their normalisation to :data:`CALIBRATION_FRAMES` frames of ``input_dir``
-    (:mod:`efficientcellseg.adapt`); ``False`` keeps the trained statistics.
+    (:mod:`efficientcellseg.adapt`); ``False`` keeps the trained statistics. ``scale``: see
+    :func:`build_segmenter` (the masks keep the frames' size).
     """
     from efficientcellseg.cpu_threads import set_threads
 
@@ -642,7 +665,7 @@ def predict_sequence(
     elif calibrate is not None:
         log.warning("--calibrate %s is ignored: it applies to --precision int8 only", calibrate)
     seg = build_segmenter(dataset, model_dir, centers_model_dir, device, backend, batch_size, precision, calib,
-                          denoise, own if adapt else None)
+                          denoise, own if adapt else None, scale)
     if overlap is None:
         overlap = seg.device.type == "cuda"
     log.info("%s: %d frames from %s on %s (batch %d%s), model %s", cfg.key, len(frames), input_dir, seg.device,
@@ -764,8 +787,10 @@ def network_inputs(raw: np.ndarray, cfg: DatasetConfig, pseudocolor: bool = True
 
 
 def int8_calibration(frames: Sequence[Path], cfg: DatasetConfig, pseudocolor: bool = True,
-                     n_inputs: int = CALIBRATION_INPUTS, denoise: DenoiseSettings | None = None) -> Calibration:
-    """The int8 calibration of these raw frame files: keyed by their sha256, inputs by :func:`network_inputs`.
+                     n_inputs: int = CALIBRATION_INPUTS, denoise: DenoiseSettings | None = None,
+                     scale: float = 1.0) -> Calibration:
+    """The int8 calibration of these raw frame files: keyed by their sha256, inputs by :func:`network_inputs`
+    (of the frames resampled by ``scale``, as inference does).
 
     Hashing reads the files once; the frames are read again (one at a time) only if the model has to be
     quantised, i.e. when no int8 file for the same frames is cached.
@@ -778,11 +803,13 @@ def int8_calibration(frames: Sequence[Path], cfg: DatasetConfig, pseudocolor: bo
     digests = [file_sha256(p) for p in paths]
     key = "|".join(digests + [cfg.key, str(cfg.input_size), str(cfg.tile_size), str(cfg.tile_overlap),
                               f"pc={pseudocolor}", f"n={n_inputs}"]
-                   + ([denoise.key()] if denoise is not None else []))
+                   + ([denoise.key()] if denoise is not None else [])
+                   + ([f"scale={scale!r}"] if scale != 1.0 else []))
 
     def inputs() -> Iterator[np.ndarray]:
         for p in paths:
-            yield from network_inputs(read_frame(p, max_z=cfg.max_z), cfg, pseudocolor, n_inputs, denoise)
+            yield from network_inputs(rescale_frame(read_frame(p, max_z=cfg.max_z), scale), cfg, pseudocolor,
+                                      n_inputs, denoise)
 
     names = ", ".join(p.name for p in paths)
     return Calibration(key=key, inputs=inputs, description=f"{len(paths)} frame(s) of {paths[0].parent} ({names})")
