@@ -62,3 +62,18 @@ def test_segmenter_with_scale_returns_labels_of_the_frame_size(tmp_path: Path) -
                           plain.segment(raw))  # scale 1 is the plain path
     with pytest.raises(ModelError, match="--scale"):
         build_segmenter("TRIC", model_dir=folder, device="cpu", scale=5)
+
+
+def test_int8_calibration_is_keyed_and_fed_by_the_scale(tmp_path: Path) -> None:
+    import tifffile
+
+    from efficientcellseg.datasets import get_dataset
+    from efficientcellseg.infer import int8_calibration
+
+    rng = np.random.default_rng(2)
+    frame = tmp_path / "t000.tif"
+    tifffile.imwrite(frame, rng.integers(0, 255, (3, 64, 80), dtype=np.uint8), photometric="minisblack")
+    cfg = get_dataset("A549-SIM")
+    plain, scaled = int8_calibration([frame], cfg, n_inputs=2), int8_calibration([frame], cfg, n_inputs=2, scale=0.5)
+    assert plain.key != scaled.key and "scale=0.5" in scaled.key
+    assert len(list(scaled.inputs())) == 2  # the resampled frame still gives its network inputs

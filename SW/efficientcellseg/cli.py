@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, default=1.0, metavar="S",
                    help="resample every frame in xy by S (0.25-4) before the network and the masks back to the "
                         "frame's size: S > 1 when your objects are smaller in pixels than the models' training data "
-                        "(e.g. TRIC nuclei about 15 px across at their widest), S < 1 when larger (default 1)")
+                        "(the shipped TRIC model: nuclei about 14 px across at their widest), S < 1 when larger (default 1)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--preview", type=Path, default=None, help="write PNG overlays of a few slices into this folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing masks (default: replace as well; "

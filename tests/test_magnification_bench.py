@@ -1,0 +1,40 @@
+"""benchmarks/magnification.py: its argument parsing, the resampling of frame and truth, and its error line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import magnification  # noqa: E402
+
+
+def test_parse_pairs() -> None:
+    assert magnification.parse_pairs(["0.6:1.667", "1:1"]) == [(0.6, 1.667), (1.0, 1.0)]
+    with pytest.raises(ValueError, match="MAGNIFICATION:SCALE"):
+        magnification.parse_pairs(["0.6"])
+    with pytest.raises(ValueError, match="> 0"):
+        magnification.parse_pairs(["0:1"])
+
+
+def test_magnify_resamples_frame_and_truth_alike() -> None:
+    raw = np.zeros((2, 40, 60), np.uint8)
+    truth = np.zeros((2, 40, 60), np.uint16)
+    raw[:, 10:20, 10:30] = 200
+    truth[:, 10:20, 10:30] = 4
+    r, t = magnification.magnify(raw, truth, 0.5)
+    assert r.shape == t.shape == (2, 20, 30) and t.dtype == np.uint16
+    assert set(np.unique(t)) == {0, 4}
+    assert np.array_equal(r[0] > 100, t[0] == 4)  # the object stays where the frame's bright region is
+    same_r, same_t = magnification.magnify(raw, truth, 1.0)
+    assert same_r is raw and same_t is truth
+
+
+def test_bad_pairs_give_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert magnification.main(["family-b", "--pairs", "x:y"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "MAGNIFICATION:SCALE" in err[0]
