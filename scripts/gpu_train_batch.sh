@@ -13,7 +13,8 @@
 #      one network (models/MDA231-onenet, --task seg_centers) goes on distilling from the shipped pair
 #      (--distill-from) as it was trained, encoder frozen and normalisation statistics kept (--freeze-encoder
 #      --freeze-bn; training the encoder too lost on the tuning set on the CPU; docs/generalization.md,
-#      2026-12-06, thirteenth session);
+#      2026-12-06, thirteenth session); TRIC with the crops' zoom widened to 0.5-2 (--scale-range; the preset's
+#      0.8-1.25 left it halving its SEG on nuclei 0.6x as wide: README, Object size);
 #   3. packs each trained model folder (without its checkpoint) into $OUT/<name>.tar, with the training logs
 #      (gpu_train.log) and a summary (gpu_train.json): at most 6 files, as the device tool brings back.
 # Usage: scripts/gpu_train_batch.sh [--dry-run] [--minutes M] [DATASET...]   (default 5 minutes, all three)
@@ -85,7 +86,7 @@ for ds in "${wanted[@]}"; do
     MDA231) teachers="--distill-from $root/models/MDA231-seg $root/models/MDA231-centers --center-weight 0.1 --freeze-encoder --freeze-bn"
             models+=("MDA231-seg MDA231 Fluo-C3DL-MDA231 seg $root/models/MDA231-seg $(shipped_recipe_flags MDA231)"
                      "MDA231-onenet MDA231 Fluo-C3DL-MDA231 seg_centers $root/models/MDA231-onenet/MDA231-seg $(shipped_recipe_flags MDA231) $teachers") ;;
-    TRIC) models+=("TRIC-seg TRIC Fluo-N3DL-TRIC seg $root/models/TRIC-seg $(shipped_recipe_flags TRIC)") ;;
+    TRIC) models+=("TRIC-seg TRIC Fluo-N3DL-TRIC seg $root/models/TRIC-seg $(shipped_recipe_flags TRIC) --scale-range 0.5 2") ;;
     A549-SIM) models+=("A549-SIM-seg A549-SIM Fluo-C3DH-A549-SIM seg $root/models/A549-SIM-seg $(shipped_recipe_flags A549-SIM)") ;;
   esac
 done

@@ -406,3 +406,33 @@ def test_prefetched_batches_equal_a_plain_loop() -> None:
     assert calls == list(range(len(calls))) and 4 <= len(calls) <= 6
     calls.clear()
     assert [i for i, _ in _prefetched(draws(np.random.default_rng(7), calls), 6, ahead=0)] == list(range(6))
+
+
+def test_scale_range_option_widens_the_zoom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--scale-range replaces the preset's zoom range (and nothing else); a reversed or out-of-range pair is
+    one error line and exit code 2, before any data are read."""
+    import efficientcellseg.train as train_mod
+    from efficientcellseg.augment import STRONG, AugmentConfig, random_crop, with_scale_range
+    import efficientcellseg.cli as cli
+    from efficientcellseg.cli import main
+
+    seen: list[TrainConfig] = []
+    monkeypatch.setattr(train_mod, "train", lambda cfg: seen.append(cfg) or tmp_path)
+    base = ["train", "--dataset", "TRIC", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "-q"]
+    assert main(base + ["--augment", "strong", "--scale-range", "0.5", "2"]) == 0
+    assert seen[0].augment == with_scale_range(STRONG, (0.5, 2.0)) and seen[0].augment.scale_range == (0.5, 2.0)
+    assert seen[0].augment.texture_max == STRONG.texture_max
+    assert main(base) == 0 and seen[1].augment == AugmentConfig()
+    errors: list[str] = []
+    monkeypatch.setattr(cli.log, "error", lambda msg, *args: errors.append(msg % args))
+    for bad in (["2", "0.5"], ["0.1", "1"], ["1", "5"]):
+        errors.clear()
+        assert main(base + ["--scale-range", *bad]) == 2
+        assert len(errors) == 1 and "0.25 <= LO <= HI <= 4" in errors[0], errors
+    assert len(seen) == 2
+    # a fixed zoom of 0.5 shows twice the field of view: a 16 px square becomes 8 px in a 32 px crop
+    img = torch.zeros(3, 64, 64)
+    img[:, 24:40, 24:40] = 1.0
+    cfg = with_scale_range(AugmentConfig(fg_prob=0.0), (0.5, 0.5))
+    out, _, _ = random_crop(img, torch.zeros(1, 64, 64), torch.ones(1, 64, 64), 32, np.random.default_rng(0), cfg)
+    assert out.shape == (3, 32, 32) and int((out[0] > 0.5).sum()) == 64

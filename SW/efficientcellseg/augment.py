@@ -12,7 +12,7 @@ random smooth texture, per-channel gain and wider gamma/contrast/noise ranges.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -50,6 +50,14 @@ STRONG = AugmentConfig(gamma_range=(0.5, 2.0), contrast_range=(0.6, 1.4), bright
 """Photometric augmentation for training towards invariance (``train --augment strong``)."""
 
 AUGMENT_PRESETS = {"default": AugmentConfig(), "strong": STRONG, "off": AugmentConfig(enabled=False)}
+
+
+def with_scale_range(cfg: AugmentConfig, scale_range: tuple[float, float] | list[float]) -> AugmentConfig:
+    """``cfg`` with another zoom range; ValueError unless ``0.25 <= lo <= hi <= 4`` (finite numbers)."""
+    lo, hi = (float(v) for v in scale_range)
+    if not (np.isfinite(lo) and np.isfinite(hi) and 0.25 <= lo <= hi <= 4.0):
+        raise ValueError(f"the zoom range must satisfy 0.25 <= LO <= HI <= 4, got {lo} {hi}")
+    return replace(cfg, scale_range=(lo, hi))
 
 
 def _region_origin(size: int, src: int, centre: int | None, rng: np.random.Generator) -> int:
