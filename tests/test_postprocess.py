@@ -431,13 +431,17 @@ def test_per_label_quantile_is_numpys_lower_percentile_of_each_label(q) -> None:
         assert out[i] == np.percentile(val[lab == i], q, method="lower"), i
 
 
-def test_ring_pixels_are_those_of_expand_labels_on_the_whole_slice() -> None:
-    """The bounding-box shortcut gives exactly the pixels and owners of expand_labels on the whole slice,
-    objects touching the slice border and touching each other included."""
+@pytest.mark.parametrize("tile", [512, 13, 5])
+def test_ring_pixels_are_those_of_expand_labels_on_the_whole_slice(monkeypatch: pytest.MonkeyPatch,
+                                                                    tile: int) -> None:
+    """The bounding-box and tiling shortcuts give exactly the pixels and owners of expand_labels on the whole
+    slice, objects touching the slice border and touching each other included (many equally near owners:
+    small tiles cut through them)."""
+    monkeypatch.setattr(pp, "_RING_TILE", tile)
     rng = np.random.default_rng(11)
     for trial in range(20):
         sl = np.zeros((60, 80), np.int32)
-        for i in range(1, rng.integers(1, 6) + 1):
+        for i in range(1, rng.integers(1, 12 if trial % 2 else 6) + 1):
             y, x = rng.integers(0, 60), rng.integers(0, 80)
             sl[max(y - 4, 0):y + 4, max(x - 3, 0):x + 5] = i
         for ring in (0, 1, 4, 9):
@@ -446,6 +450,23 @@ def test_ring_pixels_are_those_of_expand_labels_on_the_whole_slice() -> None:
             pos, lab = _ring_pixels(sl, ring)
             assert np.array_equal(pos, want) and np.array_equal(lab, grown.reshape(-1)[want]), (trial, ring)
     assert _ring_pixels(np.zeros((5, 5), np.int32), 3)[0].size == 0
+
+
+def test_ring_pixels_of_single_pixel_objects_keep_expand_labels_owners_across_tiles(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Single-pixel objects at random places: many background pixels are equally near to two or more of
+    them, and the tiled result still names the owner expand_labels names."""
+    rng = np.random.default_rng(2)
+    for trial in range(40):
+        sl = np.zeros((50, 70), np.int32)
+        k = int(rng.integers(2, 40))
+        sl[rng.integers(0, 50, k), rng.integers(0, 70, k)] = np.arange(1, k + 1)
+        for ring, tile in ((1, 4), (3, 7), (6, 16)):
+            monkeypatch.setattr(pp, "_RING_TILE", tile)
+            grown = expand_labels(sl, ring)
+            want = np.flatnonzero((grown > 0) & (sl == 0))
+            pos, lab = _ring_pixels(sl, ring)
+            assert np.array_equal(pos, want) and np.array_equal(lab, grown.reshape(-1)[want]), (trial, ring)
 
 
 def test_refine_boundaries_same_result_with_gaps_in_the_label_numbering() -> None:
@@ -549,6 +570,63 @@ def test_remove_small_objects() -> None:
     assert set(np.unique(out)) == {0, 7}
     assert set(np.unique(remove_small_objects(lab, 9))) == {0, 4, 7}
     assert set(np.unique(lab)) == {0, 2, 4, 7}
+
+
+def test_remove_small_objects_in_place_on_a_strided_view_and_in_1d_and_2d() -> None:
+    base = np.zeros((3, 12, 12), np.int32)
+    base[0, :4, :4] = 3  # 16 voxels, but only 4 of them in the view below
+    base[1, 2:10, 2:10] = 5  # 64, 16 in the view
+    view = base[:, ::2, ::2]
+    assert not view.flags.c_contiguous
+    before = base.copy()
+    assert remove_small_objects(view, 10, in_place=True) is view
+    assert set(np.unique(view)) == {0, 5}
+    assert (base[0, ::2, ::2] == 0).all() and (base[0, 1:4:2, 1:4:2] == 3).all()  # only the view changed
+    assert np.array_equal(base[1], before[1])
+    assert np.array_equal(remove_small_objects(np.array([0, 2, 2, 7, 0, 2]), 3), [0, 2, 2, 0, 0, 2])
+    assert np.array_equal(remove_small_objects(np.array([[1, 1], [4, 0]]), 2), [[1, 1], [0, 0]])
+
+
+def test_label_sizes_count_every_label_and_the_background() -> None:
+    rng = np.random.default_rng(3)
+    lab = rng.integers(0, 40, size=(4, 30, 20)) * (rng.random((4, 30, 20)) < 0.3)
+    assert np.array_equal(pp._label_sizes(lab, 45), np.bincount(lab.ravel(), minlength=46))
+    assert np.array_equal(pp._label_sizes(lab[0, 0], 39), np.bincount(lab[0, 0], minlength=40))
+
+
+@pytest.mark.parametrize("fill_holes", [False, True])
+def test_finish_is_remove_small_then_fill_then_renumber(fill_holes: bool) -> None:
+    """The one-pass ``_finish`` against the three steps it replaces, on random labels with nested rings."""
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        lab = (rng.integers(1, 300, size=(3, 24, 24)) * (rng.random((3, 24, 24)) < 0.5)).astype(np.int32)
+        lab[1, 2:12, 2:12] = 500  # a ring holding a smaller ring: holes of both, filled in label order
+        lab[1, 4:10, 4:10] = 0
+        lab[1, 5:9, 5:9] = 700
+        lab[1, 6:8, 6:8] = 0
+        expected = remove_small_objects(lab, 3)
+        if fill_holes:
+            fill_holes_per_label(expected, in_place=True)
+        expected = to_uint16_labels(expected)
+        out = pp._finish(lab.copy(), 3, fill_holes)
+        assert out.dtype == np.uint16
+        assert np.array_equal(out, expected)
+    assert not pp._finish(np.zeros((2, 4, 4), np.int32), 1, True).any()
+    with pytest.raises(CTCInputError, match="69999 objects"):
+        pp._finish(np.arange(70000, dtype=np.int32).reshape(1, 70, 1000), 0, False)
+
+
+def test_plateaus_number_26_connected_groups_as_ndimage_label_does() -> None:
+    rng = np.random.default_rng(5)
+    for density in (0.01, 0.05, 0.2, 0.5):
+        peaks = rng.random((5, 18, 16)) < density
+        expected, k = ndi.label(peaks, structure=np.ones((3, 3, 3), bool))
+        coords = np.nonzero(peaks)
+        which, k2 = pp._plateaus(coords)
+        assert k2 == k
+        assert which.dtype == np.int32
+        assert np.array_equal(which, expected[coords])
+    assert pp._plateaus(np.nonzero(np.zeros((2, 3, 3), bool)))[1] == 0
 
 
 def test_to_uint16_labels_renumbers_in_order() -> None:
