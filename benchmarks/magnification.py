@@ -6,11 +6,16 @@ Two tables:
 * ``family-b``: family B default frames (seeds ``--seeds``) resampled in xy by each magnification ``M`` (frame
   and truth; truth by nearest neighbour), segmented by the shipped models with each ``--scale`` and by the
   classical baseline. Pairs are given as ``M:S`` (``0.6:1.667`` undoes a 0.6x magnification).
-* ``tuning``: the family A tuning sequences of ``benchmarks/tuning.py`` at each ``--scale``; this is where a
-  default would be chosen.
+* ``tuning``: the family A tuning sequences of ``benchmarks/tuning.py`` at each ``--scale``, optionally
+  resampled by each of ``--magnifications`` first; this is where a default (or a model) would be chosen.
+
+Every ``--models NAME=DIR`` (default ``shipped=models``; ``DIR`` holds the model folders under their usual names,
+as in ``benchmarks/accuracy.py``) gets its own column::
 
     .venv/bin/python benchmarks/magnification.py family-b --dataset TRIC --pairs 0.6:1 0.6:1.667 1:1 1:1.25
     .venv/bin/python benchmarks/magnification.py tuning --dataset TRIC --scales 1 1.25 1.5
+    .venv/bin/python benchmarks/magnification.py tuning --dataset TRIC --magnifications 0.6 1 \
+        --models shipped=models --models zoom=runs/variants/tric_zoom
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ import argparse
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 for _p in (ROOT / "SW", ROOT, ROOT / "benchmarks"):
@@ -46,70 +52,121 @@ def parse_pairs(items: Sequence[str]) -> list[tuple[float, float]]:
     return out
 
 
-def magnify(raw: np.ndarray, truth: np.ndarray, m: float) -> tuple[np.ndarray, np.ndarray]:
-    """A frame and its truth resampled in xy by ``m`` (frame as ``predict --scale`` does, truth nearest)."""
-    from efficientcellseg.preprocess import rescale_frame, restore_labels, scaled_shape
+def magnify_frame(raw: np.ndarray, m: float) -> np.ndarray:
+    """A (Z, Y, X) frame resampled in xy by ``m``, as ``predict --scale`` does (``raw`` itself for 1)."""
+    from efficientcellseg.preprocess import rescale_frame
+
+    return rescale_frame(raw, m)
+
+
+def magnify_truth(truth: np.ndarray, m: float) -> np.ndarray:
+    """(Z, Y, X) or (Y, X) truth labels resampled in xy by ``m`` (nearest; ``truth`` itself for 1)."""
+    from efficientcellseg.preprocess import restore_labels, scaled_shape
 
     if m == 1.0:
-        return raw, truth
-    return rescale_frame(raw, m), restore_labels(np.asarray(truth, np.uint16), scaled_shape(truth.shape[1:], m))
+        return truth
+    vol = np.asarray(truth, np.uint16)
+    out = restore_labels(vol if vol.ndim == 3 else vol[None], scaled_shape(vol.shape[-2:], m))
+    return out if vol.ndim == 3 else out[0]
 
 
-def family_b_table(dataset: str, seeds: Sequence[int], pairs: Sequence[tuple[float, float]]) -> str:
-    """Markdown: SEG of the shipped models and of the classical baseline per (magnification, scale)."""
+def magnify(raw: np.ndarray, truth: np.ndarray, m: float) -> tuple[np.ndarray, np.ndarray]:
+    """A frame and its truth resampled in xy by ``m`` (frame as ``predict --scale`` does, truth nearest)."""
+    return magnify_frame(raw, m), magnify_truth(truth, m)
+
+
+def _segmenters(key: str, models: Mapping[str, Path], scale: float, adapt_frames: Sequence[Path] | None = None
+                ) -> dict[str, Any]:
+    """``{name: Segmenter}`` of each model set at ``scale`` (CPU, exact fp32)."""
+    from accuracy import model_folders
+
+    from efficientcellseg.infer import build_segmenter
+
+    out = {}
+    for name, folder in models.items():
+        f = model_folders(folder, key)
+        out[name] = build_segmenter(key, f["seg"], f.get("centers"), device="cpu", scale=scale,
+                                    adapt_frames=adapt_frames)
+    return out
+
+
+def family_b_table(dataset: str, seeds: Sequence[int], pairs: Sequence[tuple[float, float]],
+                   models: Mapping[str, Path] | None = None) -> str:
+    """Markdown: SEG of each model set and of the classical baseline per (magnification, scale)."""
     from classical import segment_classical
     from robustness import family_b_frame, score
 
     from efficientcellseg.datasets import get_dataset
-    from efficientcellseg.infer import build_segmenter
     from evaluation.seg import pooled_seg
 
+    models = dict(models or {"shipped": ROOT / "models"})
     key = get_dataset(dataset).key
     frames = [family_b_frame(key, s, key == "TRIC", {}) for s in seeds]
-    lines = [f"| {key} magnification | --scale | shipped SEG | classical SEG | objects |", "|---|---|---|---|---|"]
-    segs = {}
+    names = list(models)
+    lines = [f"| {key} magnification | --scale | " + " | ".join(f"{n} SEG" for n in names)
+             + " | classical SEG | objects |", "|---|---|" + "---|" * (len(names) + 2)]
+    segs: dict[float, dict[str, Any]] = {}
+    classical: dict[float, float] = {}
     for m, s in pairs:
         if s not in segs:
-            segs[s] = build_segmenter(key, device="cpu", scale=s)
-        net, cla = [], []
+            segs[s] = _segmenters(key, models, s)
+        got: dict[str, list] = {n: [] for n in [*names, "classical"]}
         start = time.perf_counter()
         for raw, truth in frames:
             r, t = magnify(raw, truth, m)
-            for out, labels in ((net, segs[s].segment(r)), (cla, segment_classical(r, key))):
-                got = score(t, labels, key)
-                out.extend(got if isinstance(got, list) else [got])
-        n = sum(x.n_objects for x in net)
-        lines.append(f"| {m:g} | {s:g} | {pooled_seg(net):.3f} | {pooled_seg(cla):.3f} | {n} |")
+            outs = [(n, segs[s][n].segment(r)) for n in names]
+            if m not in classical:
+                outs.append(("classical", segment_classical(r, key)))
+            for n, labels in outs:
+                x = score(t, labels, key)
+                got[n].extend(x if isinstance(x, list) else [x])
+        if m not in classical:
+            classical[m] = pooled_seg(got["classical"])
+        n_obj = sum(x.n_objects for x in got[names[0]])
+        lines.append(f"| {m:g} | {s:g} | " + " | ".join(f"{pooled_seg(got[n]):.3f}" for n in names)
+                     + f" | {classical[m]:.3f} | {n_obj} |")
         log.info("%s M=%g S=%g: %s (%.0f s)", key, m, s, lines[-1], time.perf_counter() - start)
     return "\n".join(lines) + f"\n\nFamily B default frames, seeds {', '.join(map(str, seeds))}; SEG pooled.\n"
 
 
-def tuning_table(dataset: str, scales: Sequence[float]) -> str:
-    """Markdown: SEG of the shipped models on the family A tuning sequences at each scale."""
+def tuning_table(dataset: str, scales: Sequence[float], models: Mapping[str, Path] | None = None,
+                 magnifications: Sequence[float] = (1.0,)) -> str:
+    """Markdown: SEG of each model set on the family A tuning sequences, resampled by each magnification, at
+    each scale."""
     from tuning import ensure_sequences
 
     from efficientcellseg.ctc_io import list_frames, read_frame
     from efficientcellseg.datasets import get_dataset
-    from efficientcellseg.infer import build_segmenter, choose_calibration_frames
+    from efficientcellseg.infer import choose_calibration_frames
     from evaluation.ctc_seg import list_gt_files, read_gt
     from evaluation.seg import match_objects, pooled_seg
 
+    models = dict(models or {"shipped": ROOT / "models"})
     key = get_dataset(dataset).key
     specs = ensure_sequences(ROOT / "runs" / "tuning" / "data", key)
-    lines = [f"| {key} tuning set, --scale | fixed | randomized | mean |", "|---|---|---|---|"]
-    for s in scales:
-        acc: dict[bool, list] = {False: [], True: []}
-        for _tag, randomized, spec in specs:
-            seg = build_segmenter(key, device="cpu", scale=s, adapt_frames=choose_calibration_frames(spec.path))
-            frames = {f.index: f for f in list_frames(spec.path)}
-            gts = list_gt_files(spec.gt_dir)
-            for t in sorted({g.t for g in gts} & set(frames)):
-                labels = seg.segment(read_frame(frames[t].path, max_z=seg.cfg.max_z))
-                acc[randomized] += [match_objects(read_gt(g), labels if g.z is None else labels[g.z])
-                                    for g in gts if g.t == t]
-        f, r = pooled_seg(acc[False]), pooled_seg(acc[True])
-        lines.append(f"| {s:g} | {f:.4f} | {r:.4f} | {(f + r) / 2:.4f} |")
-        log.info("%s", lines[-1])
+    lines = [f"| {key} tuning set: model | magnification | --scale | fixed | randomized | mean |",
+             "|---|---|---|---|---|---|"]
+    for m in magnifications:
+        for s in scales:
+            acc: dict[str, dict[bool, list]] = {n: {False: [], True: []} for n in models}
+            for _tag, randomized, spec in specs:
+                frames = {f.index: f for f in list_frames(spec.path)}
+                max_z = get_dataset(key).max_z
+                adapt = [p if m == 1.0 else magnify_frame(read_frame(p, max_z=max_z), m)
+                         for p in choose_calibration_frames(spec.path)]
+                segs = _segmenters(key, models, s, adapt)
+                gts = list_gt_files(spec.gt_dir)
+                for t in sorted({g.t for g in gts} & set(frames)):
+                    raw = magnify_frame(read_frame(frames[t].path, max_z=max_z), m)
+                    here = [(g.z, magnify_truth(read_gt(g), m)) for g in gts if g.t == t]
+                    for n, seg in segs.items():
+                        labels = seg.segment(raw)
+                        acc[n][randomized] += [match_objects(tr, labels if z is None else labels[z])
+                                               for z, tr in here]
+            for n in models:
+                f, r_ = pooled_seg(acc[n][False]), pooled_seg(acc[n][True])
+                lines.append(f"| {n} | {m:g} | {s:g} | {f:.4f} | {r_:.4f} | {(f + r_) / 2:.4f} |")
+                log.info("%s", lines[-1])
     return "\n".join(lines) + "\n\nSEG pooled over reference objects of the family A tuning sequences.\n"
 
 
@@ -125,12 +182,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="family-b: MAGNIFICATION:SCALE pairs")
     ap.add_argument("--seeds", nargs="+", type=int, default=[531, 532], help="family-b: family B seeds")
     ap.add_argument("--scales", nargs="+", type=float, default=[1.0, 1.25, 1.5], help="tuning: --scale values")
+    ap.add_argument("--magnifications", nargs="+", type=float, default=[1.0],
+                    help="tuning: resample the tuning frames and truth by these first (e.g. 0.6 1)")
+    ap.add_argument("--models", action="append", default=[], metavar="NAME=DIR",
+                    help="a model set to score (repeatable; default shipped=models)")
     ap.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     a = ap.parse_args(argv)
     setup_logging(-1 if a.quiet else 0)
     try:
-        text = (family_b_table(a.dataset, a.seeds, parse_pairs(a.pairs)) if a.table == "family-b"
-                else tuning_table(a.dataset, a.scales))
+        from accuracy import parse_model_sets
+
+        models = parse_model_sets(a.models) if a.models else None
+        if any(not m > 0 for m in a.magnifications):
+            raise ValueError(f"--magnifications {a.magnifications}: every value must be > 0")
+        text = (family_b_table(a.dataset, a.seeds, parse_pairs(a.pairs), models) if a.table == "family-b"
+                else tuning_table(a.dataset, a.scales, models, a.magnifications))
     except (ValueError, CTCInputError, ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

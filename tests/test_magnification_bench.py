@@ -38,3 +38,25 @@ def test_bad_pairs_give_one_error_line(capsys: pytest.CaptureFixture[str]) -> No
     assert magnification.main(["family-b", "--pairs", "x:y"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "MAGNIFICATION:SCALE" in err[0]
+
+
+def test_magnify_truth_takes_a_seg_slice_or_a_volume() -> None:
+    sl = np.zeros((40, 60), np.uint16)
+    sl[10:20, 10:30] = 3
+    small = magnification.magnify_truth(sl, 0.5)
+    assert small.shape == (20, 30) and np.count_nonzero(small == 3) == 50
+    vol = magnification.magnify_truth(np.stack([sl, sl]), 2.0)
+    assert vol.shape == (2, 80, 120) and np.count_nonzero(vol[1] == 3) == 800
+    assert magnification.magnify_truth(sl, 1.0) is sl
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["tuning", "--magnifications", "0"], "--magnifications"),
+    (["tuning", "--models", "x"], "NAME=DIR"),
+    (["family-b", "--models", "zoom=/no/such/folder"], "does not exist"),
+])
+def test_bad_models_or_magnifications_give_one_error_line(capsys: pytest.CaptureFixture[str], args: list[str],
+                                                          needle: str) -> None:
+    assert magnification.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
