@@ -59,6 +59,17 @@ def test_blend_keeps_the_base_settings_and_records_both(pair: tuple[Path, Path],
     assert "## Weight-space blend" in (out / "MODEL_CARD.md").read_text()
 
 
+def test_a_blend_of_a_blend_keeps_the_earlier_record(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    """Fine-tuning a shipped blend and blending again must not lose how the shipped weights were made."""
+    base, tuned = pair
+    first = blend_model_folders(base, tuned, 1.0, tmp_path / "first")
+    second = blend_model_folders(first, base, 0.5, tmp_path / "second")
+    record = json.loads((second / "config.json").read_text())["training"]["blend"]
+    assert record["base"] == str(first) and record["alpha"] == 0.5
+    assert record["base_blend"]["tuned"] == str(tuned) and record["base_blend"]["alpha"] == 1.0
+    assert "base_blend" not in record["base_blend"]  # the first blend's base was a plain training
+
+
 def test_blend_refuses_other_networks_and_bad_alpha(pair: tuple[Path, Path], tmp_path: Path) -> None:
     base, _ = pair
     other = create_untrained_model_folder(tmp_path / "other", "TRIC", seed=1, decoder_channels=SMALL)

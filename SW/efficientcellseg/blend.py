@@ -50,9 +50,12 @@ def blend_model_folders(base: str | os.PathLike, tuned: str | os.PathLike, alpha
     b.net.load_state_dict(mixed)
     config = json.loads(json.dumps(b.config))
     config["name"] = out.name
-    config["training"] = {**(config.get("training") or {}), "blend": {
-        "alpha": float(alpha), "base": str(base), "base_weights_sha256": b.sha256, "tuned": str(tuned),
-        "tuned_weights_sha256": t.sha256, "tuned_training": t.config.get("training")}}
+    training = dict(config.get("training") or {})
+    record = {"alpha": float(alpha), "base": str(base), "base_weights_sha256": b.sha256, "tuned": str(tuned),
+              "tuned_weights_sha256": t.sha256, "tuned_training": t.config.get("training")}
+    if "blend" in training:  # the base is itself a blend: keep how it was made, one level down
+        record["base_blend"] = training["blend"]
+    config["training"] = {**training, "blend": record}
     card_path = base / CARD
     card = card_path.read_text() if card_path.is_file() else f"# {out.name}\n"
     card = _with_card_section(card, BLEND_HEADING, (
