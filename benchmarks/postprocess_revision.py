@@ -35,7 +35,6 @@ for _p in (ROOT / "SW", ROOT / "benchmarks"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-from efficientcellseg.ctc_io import read_frame  # noqa: E402
 from efficientcellseg.datasets import get_dataset  # noqa: E402
 from efficientcellseg.log import setup_logging  # noqa: E402
 
@@ -100,23 +99,16 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(0)
     from efficientcellseg import postprocess as current
     from efficientcellseg.infer import build_segmenter, model_folders
+    from postprocess_threads import benchmark_frame
     from speed import measure_t_slice
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
             old = module_at(a.against, Path(tmp))
+            raw, name = benchmark_frame(a.dataset, a.frame)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        if a.frame is None:
-            from efficientcellseg.synth import generate_frame_for_benchmark
-
-            raw, name = generate_frame_for_benchmark(a.dataset, seed=9)[0], f"generated {a.dataset} frame (seed 9)"
-        elif not a.frame.is_file():
-            print(f"error: {a.frame}: no such frame; give a raw CTC frame (tTTT.tif) with --frame", file=sys.stderr)
-            return 2
-        else:
-            raw, name = read_frame(a.frame, max_z=get_dataset(a.dataset).max_z), str(a.frame)
         cfg = get_dataset(a.dataset)
         folder = model_folders(cfg)["seg"]
         start = measure_t_slice(folder)["median_ms"]

@@ -84,6 +84,18 @@ def table(dataset: str, frame: str, times: dict[int, list[float]], stage: str = 
     return "\n".join(lines)
 
 
+def benchmark_frame(dataset: str, frame: Path | None) -> tuple[np.ndarray, str]:
+    """The raw frame ``frame`` (``max_z`` of the dataset applied), or without one the first frame of the fixed
+    profile at CTC size (seed 9) generated in memory, and its name; ValueError when ``frame`` is missing."""
+    if frame is None:
+        from efficientcellseg.synth import generate_frame_for_benchmark
+
+        return generate_frame_for_benchmark(dataset, seed=9)[0], f"generated {dataset} frame (seed 9)"
+    if not frame.is_file():
+        raise ValueError(f"{frame}: no such frame; give a raw CTC frame (tTTT.tif) with --frame")
+    return read_frame(frame, max_z=get_dataset(dataset).max_z), str(frame)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="TRIC", choices=["MDA231", "TRIC", "A549-SIM"], help="dataset")
@@ -94,15 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     setup_logging(0)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    if a.frame is None:
-        from efficientcellseg.synth import generate_frame_for_benchmark
-
-        raw, name = generate_frame_for_benchmark(a.dataset, seed=9)[0], f"generated {a.dataset} frame (seed 9)"
-    elif not a.frame.is_file():
-        print(f"error: {a.frame}: no such frame; give a raw CTC frame (tTTT.tif) with --frame", file=sys.stderr)
+    try:
+        raw, name = benchmark_frame(a.dataset, a.frame)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    else:
-        raw, name = read_frame(a.frame, max_z=get_dataset(a.dataset).max_z), str(a.frame)
     print(table(a.dataset, name, time_threads(a.dataset, raw, name, a.threads, a.rounds, a.stage), a.stage))
     return 0
 
