@@ -52,13 +52,6 @@ def parse_pairs(items: Sequence[str]) -> list[tuple[float, float]]:
     return out
 
 
-def magnify_frame(raw: np.ndarray, m: float) -> np.ndarray:
-    """A (Z, Y, X) frame resampled in xy by ``m``, as ``predict --scale`` does (``raw`` itself for 1)."""
-    from efficientcellseg.preprocess import rescale_frame
-
-    return rescale_frame(raw, m)
-
-
 def magnify_truth(truth: np.ndarray, m: float) -> np.ndarray:
     """(Z, Y, X) or (Y, X) truth labels resampled in xy by ``m`` (nearest; ``truth`` itself for 1)."""
     from efficientcellseg.preprocess import restore_labels, scaled_shape
@@ -72,7 +65,9 @@ def magnify_truth(truth: np.ndarray, m: float) -> np.ndarray:
 
 def magnify(raw: np.ndarray, truth: np.ndarray, m: float) -> tuple[np.ndarray, np.ndarray]:
     """A frame and its truth resampled in xy by ``m`` (frame as ``predict --scale`` does, truth nearest)."""
-    return magnify_frame(raw, m), magnify_truth(truth, m)
+    from efficientcellseg.preprocess import rescale_frame
+
+    return rescale_frame(raw, m), magnify_truth(truth, m)
 
 
 def _segmenters(key: str, models: Mapping[str, Path], scale: float, adapt_frames: Sequence[Path] | None = None
@@ -138,11 +133,12 @@ def tuning_table(dataset: str, scales: Sequence[float], models: Mapping[str, Pat
     from efficientcellseg.ctc_io import list_frames, read_frame
     from efficientcellseg.datasets import get_dataset
     from efficientcellseg.infer import choose_calibration_frames
+    from efficientcellseg.preprocess import rescale_frame
     from evaluation.ctc_seg import list_gt_files, read_gt
     from evaluation.seg import match_objects, pooled_seg
 
     models = dict(models or {"shipped": ROOT / "models"})
-    key = get_dataset(dataset).key
+    key, max_z = get_dataset(dataset).key, get_dataset(dataset).max_z
     specs = ensure_sequences(ROOT / "runs" / "tuning" / "data", key)
     lines = [f"| {key} tuning set: model | magnification | --scale | fixed | randomized | mean |",
              "|---|---|---|---|---|---|"]
@@ -151,13 +147,12 @@ def tuning_table(dataset: str, scales: Sequence[float], models: Mapping[str, Pat
             acc: dict[str, dict[bool, list]] = {n: {False: [], True: []} for n in models}
             for _tag, randomized, spec in specs:
                 frames = {f.index: f for f in list_frames(spec.path)}
-                max_z = get_dataset(key).max_z
-                adapt = [p if m == 1.0 else magnify_frame(read_frame(p, max_z=max_z), m)
+                adapt = [p if m == 1.0 else rescale_frame(read_frame(p, max_z=max_z), m)
                          for p in choose_calibration_frames(spec.path)]
                 segs = _segmenters(key, models, s, adapt)
                 gts = list_gt_files(spec.gt_dir)
                 for t in sorted({g.t for g in gts} & set(frames)):
-                    raw = magnify_frame(read_frame(frames[t].path, max_z=max_z), m)
+                    raw = rescale_frame(read_frame(frames[t].path, max_z=max_z), m)
                     here = [(g.z, magnify_truth(read_gt(g), m)) for g in gts if g.t == t]
                     for n, seg in segs.items():
                         labels = seg.segment(raw)

@@ -83,25 +83,30 @@ def _check_labels(labels: np.ndarray) -> np.ndarray:
 def to_uint16_labels(labels: np.ndarray) -> np.ndarray:
     """Renumber labels to 1..n (0 stays background) as uint16; more than 65535 objects raise CTCInputError."""
     labels = _check_labels(labels)
-    if labels.size == 0 or labels.max() == 0:
-        return np.zeros(labels.shape, np.uint16)
-    top = int(labels.max())
+    top = int(labels.max(initial=0))
     if top <= max(4 * labels.size, 1 << 20):
-        present = np.zeros(top + 1, bool)
-        present[labels] = True  # fancy indexing: no full-size temporary
-        present[0] = False
-        n = int(np.count_nonzero(present))
-        _check_count(n)
-        if n == top:  # already consecutive
-            return labels.astype(np.uint16)
-        lut = np.zeros(top + 1, np.uint16)
-        lut[present] = np.arange(1, n + 1, dtype=np.uint16)
-        return lut[labels]
+        return _renumber(labels, top, 1)
     uniq, inv = np.unique(labels, return_inverse=True)  # huge label values: sort instead of a table
     n = uniq.size - int(uniq[0] == 0)
     _check_count(n)
     inv = inv.reshape(labels.shape)
     return (inv if uniq[0] == 0 else inv + 1).astype(np.uint16)
+
+
+def _renumber(labels: np.ndarray, top: int, min_size: int) -> np.ndarray:
+    """uint16 labels: objects of ``labels`` (values 0..``top``) with at least ``min_size`` voxels numbered 1..n
+    in label order, the rest 0, in one pass over the object voxels; more than 65535 raise CTCInputError."""
+    out = np.zeros(labels.shape, np.uint16)
+    if top == 0:
+        return out
+    keep = _label_sizes(labels, top) >= max(int(min_size), 1)
+    keep[0] = False
+    n = int(np.count_nonzero(keep))
+    _check_count(n)
+    lut = np.zeros(top + 1, np.uint16)
+    lut[keep] = np.arange(1, n + 1, dtype=np.uint16)
+    _relabel_objects(labels, lut, out)
+    return out
 
 
 def _check_count(n: int) -> None:
@@ -320,21 +325,11 @@ def _split_components(
 
 
 def _finish(labels: np.ndarray, min_size: int, fill_holes: bool) -> np.ndarray:
-    """Objects below ``min_size`` removed and the rest numbered 1..n as uint16 in one pass over the object
-    voxels (as :func:`remove_small_objects` then :func:`to_uint16_labels`; the renumbering keeps the order, so
-    hole filling fills the same holes), then holes filled."""
+    """Objects below ``min_size`` removed and the rest numbered 1..n as uint16 (:func:`_renumber`: as
+    :func:`remove_small_objects` then :func:`to_uint16_labels`; the renumbering keeps the order, so hole filling
+    fills the same holes), then holes filled."""
     labels = _check_labels(labels)
-    top = int(labels.max(initial=0))
-    out = np.zeros(labels.shape, np.uint16)
-    if top == 0:
-        return out
-    keep = _label_sizes(labels, top) >= max(int(min_size), 1)
-    keep[0] = False
-    n = int(np.count_nonzero(keep))
-    _check_count(n)
-    lut = np.zeros(top + 1, np.uint16)
-    lut[keep] = np.arange(1, n + 1, dtype=np.uint16)
-    _relabel_objects(labels, lut, out)
+    out = _renumber(labels, int(labels.max(initial=0)), min_size)
     if fill_holes:
         fill_holes_per_label(out, in_place=True)
     return out
