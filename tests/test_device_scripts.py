@@ -1,5 +1,6 @@
-"""The scripts for a lent GPU machine: the training batch's CPU dry run (scripts/gpu_train_batch.sh) and the
-offline wheel install of scripts/device_env.sh on a machine without .venv."""
+"""The scripts for a lent GPU machine in their CPU dry runs: the one device call (scripts/device_session.sh), which
+runs the GPU check (benchmarks/gpu_check.sh) and the training batch (scripts/gpu_train_batch.sh), and the offline
+wheel install of scripts/device_env.sh on a machine without .venv."""
 
 from __future__ import annotations
 
@@ -12,17 +13,55 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from efficientcellseg.weights import load_model_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_gpu_train_batch_dry_run_packs_a_loadable_model_folder(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "GPU_TRAIN_WORK": str(tmp_path / "work")}
-    res = subprocess.run(["bash", str(REPO / "scripts" / "gpu_train_batch.sh"), "--dry-run", "A549-SIM"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One dry run of the whole device call (both steps), shared by the tests of what it leaves behind."""
+    root = tmp_path_factory.mktemp("device")
+    env = {**os.environ, "OUT": str(root / "out"), "DEVICE_DRY_RUN": "1", "TRAIN_DATASETS": "A549-SIM",
+           "GPU_TRAIN_WORK": str(root / "work"), "DEVICE_WHEELS": str(root / "no-wheels")}
+    res = subprocess.run(["bash", str(REPO / "scripts" / "device_session.sh")], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
+    return root
+
+
+def test_device_session_dry_run_brings_back_at_most_eight_files(session: Path) -> None:
+    """What lands in $OUT fits what the device tool brings back (at most 8 files, at most 2 folders down)."""
+    out = session / "out"
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == ["check/gpu_check.json", "check/gpu_check.md", "train/A549-SIM-seg.tar",
+                     "train/gpu_train.json", "train/gpu_train.log"]
+    assert len(files) <= 8 and all(f.count("/") <= 2 for f in files)
+
+
+def test_gpu_check_dry_run_writes_reports(session: Path) -> None:
+    """benchmarks/gpu_check.sh, dry: every step runs tiny and the JSON and Markdown reports are written."""
+    out = session / "out" / "check"
+    data = json.loads((out / "gpu_check.json").read_text())
+    assert data["dry_run"] is True and data["passed"] is True
+    assert set(data["steps"]) == {"env", "correctness", "network", "end_to_end", "training"}
+    assert all("error" not in s for s in data["steps"].values())
+    rows = data["steps"]["correctness"]["result"]["rows"]
+    assert {r["dataset"] for r in rows} == {"MDA231", "TRIC", "A549-SIM"} and all(r["iou"] >= 0.99 for r in rows)
+    assert {r["dataset"] for r in data["steps"]["end_to_end"]["result"]["rows"]} == {"MDA231", "TRIC"}
+    training = data["steps"]["training"]["result"]["rows"]
+    assert all(r["steps_per_s"] > 0 for r in training)
+    assert training[0]["precision"] == "data (1 CPU thread)" and training[1]["precision"] == "fp32"
+    assert data["t_slice_ms"]["start"] > 0 and data["t_slice_ms"]["end"] > 0
+    md = (out / "gpu_check.md").read_text()
+    assert "dry run on the CPU (not a GPU result)" in md and "| MDA231 | 0 |" in md and "steps/s" in md
+    assert "torch None" not in md  # the environment line is filled in
+
+
+def test_gpu_train_batch_dry_run_packs_a_loadable_model_folder(session: Path, tmp_path: Path) -> None:
+    out = session / "out" / "train"
     assert sorted(p.name for p in out.iterdir()) == ["A549-SIM-seg.tar", "gpu_train.json", "gpu_train.log"]
     with tarfile.open(out / "A549-SIM-seg.tar") as tar:
         names = sorted(tar.getnames())
@@ -35,7 +74,7 @@ def test_gpu_train_batch_dry_run_packs_a_loadable_model_folder(tmp_path: Path) -
     assert training["init_from"]["folder"] == str(REPO / "models" / "A549-SIM-seg") and training["steps"] == 2
     # one fixed-profile frame and two randomized draws of one frame each (the batch makes 48 draws per dataset)
     assert set(training["seqs"]) >= {"01", "31", "32"} and training["n_frames"] == 3
-    data = tmp_path / "work" / "data" / "Fluo-C3DH-A549-SIM"
+    data = session / "work" / "data" / "Fluo-C3DH-A549-SIM"
     assert [len(list((data / s).glob("t*.tif"))) for s in ("31", "32")] == [1, 1]
     assert (data / "31" / "t000.tif").read_bytes() != (data / "32" / "t000.tif").read_bytes()  # two draws
     summary = json.loads((out / "gpu_train.json").read_text())
@@ -106,19 +145,3 @@ def test_device_env_installs_carried_wheels_without_venv(tmp_path: Path) -> None
     value, path = res.stdout.split()
     assert value == "42" and path.split(":")[:2] == [str(root / "SW"), str(root)]
     assert str(tmp_path / "efficientcellseg-site") in path.split(":")
-
-
-def test_device_session_dry_run_brings_back_at_most_eight_files(tmp_path: Path) -> None:
-    """The one device call of a GPU session (scripts/device_session.sh), dry: both steps run, and what lands in
-    $OUT fits what the device tool brings back (at most 8 files, at most 2 folders down)."""
-    out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "DEVICE_DRY_RUN": "1", "TRAIN_DATASETS": "A549-SIM",
-           "GPU_TRAIN_WORK": str(tmp_path / "work"), "DEVICE_WHEELS": str(tmp_path / "no-wheels")}
-    res = subprocess.run(["bash", str(REPO / "scripts" / "device_session.sh")], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, res.stderr[-3000:]
-    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert files == ["check/gpu_check.json", "check/gpu_check.md", "train/A549-SIM-seg.tar",
-                     "train/gpu_train.json", "train/gpu_train.log"]
-    assert len(files) <= 8 and all(f.count("/") <= 2 for f in files)
-    assert json.loads((out / "check" / "gpu_check.json").read_text())["dry_run"] is True

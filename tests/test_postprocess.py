@@ -629,6 +629,22 @@ def test_plateaus_number_26_connected_groups_as_ndimage_label_does() -> None:
     assert pp._plateaus(np.nonzero(np.zeros((2, 3, 3), bool)))[1] == 0
 
 
+def test_plateaus_of_many_voxels_are_labelled_in_their_box_with_the_same_numbers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past ``_PLATEAU_POINTS`` voxels the box is labelled (flat capped blobs): numbering as the point path."""
+    rng = np.random.default_rng(8)
+    peaks = np.zeros((6, 40, 50), bool)
+    peaks[1:5, 5:35, 7:45] = rng.random((4, 30, 38)) < 0.3
+    coords = np.nonzero(peaks)
+    expected, k = ndi.label(peaks, structure=np.ones((3, 3, 3), bool))
+    small, k_small = pp._plateaus(coords)
+    monkeypatch.setattr(pp, "_PLATEAU_POINTS", 10)
+    big, k_big = pp._plateaus(coords)
+    assert coords[0].size > 10 and k_small == k_big == k
+    assert big.dtype == np.int32 and np.array_equal(big, small) and np.array_equal(big, expected[coords])
+
+
 def test_to_uint16_labels_renumbers_in_order() -> None:
     lab = np.array([[[0, 5, 5, 9], [1000, 0, 9, 5]]], np.int64)
     out = to_uint16_labels(lab)
