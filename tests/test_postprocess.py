@@ -645,6 +645,18 @@ def test_plateaus_of_many_voxels_are_labelled_in_their_box_with_the_same_numbers
     assert big.dtype == np.int32 and np.array_equal(big, small) and np.array_equal(big, expected[coords])
 
 
+def test_a_flat_capped_blob_is_one_seed() -> None:
+    """An all-foreground blob whose distance is capped everywhere inside (an untrained network's output) is one
+    plateau of ~10^5 voxels: one seed over all of it (the bounding-box path of ``_plateaus``)."""
+    mask = np.zeros((6, 200, 200), bool)
+    mask[:, 10:190, 10:190] = True
+    height = np.minimum(ndi.distance_transform_edt(mask, sampling=(4.8, 1, 1)), 8.0).astype(np.float32)
+    seeds, k = find_seeds(height, mask, min_distance=3, z_scale=4.8, threshold=0.5)
+    plateau = mask & (height == 8.0)
+    assert plateau.sum() > pp._PLATEAU_POINTS and k == 1
+    assert np.array_equal(seeds > 0, plateau) and set(np.unique(seeds[plateau])) == {1}
+
+
 def test_to_uint16_labels_renumbers_in_order() -> None:
     lab = np.array([[[0, 5, 5, 9], [1000, 0, 9, 5]]], np.int64)
     out = to_uint16_labels(lab)
