@@ -138,7 +138,8 @@ def tuning_table(dataset: str, scales: Sequence[float], models: Mapping[str, Pat
     from evaluation.seg import match_objects, pooled_seg
 
     models = dict(models or {"shipped": ROOT / "models"})
-    key, max_z = get_dataset(dataset).key, get_dataset(dataset).max_z
+    cfg = get_dataset(dataset)
+    key, max_z = cfg.key, cfg.max_z
     specs = ensure_sequences(ROOT / "runs" / "tuning" / "data", key)
     lines = [f"| {key} tuning set: model | magnification | --scale | fixed | randomized | mean |",
              "|---|---|---|---|---|---|"]
