@@ -866,3 +866,35 @@ def test_threads_give_the_same_labels_and_are_checked() -> None:
     assert np.array_equal(runs[1][0], runs[3][0]) and np.array_equal(runs[1][1], runs[3][1])
     with pytest.raises(ValueError, match="CPU stage threads must be >= 1, got 0"):
         cpu_threads.set_threads(0)
+
+
+def test_min_slices_removes_objects_in_too_few_slices_only() -> None:
+    """A fragment confined to one z-slice (the single-slice false positives of MDA231) is removed at
+    ``min_slices`` 2; a cell spanning several slices, however small its section, stays; 1 changes nothing."""
+    shape = (8, 48, 48)
+    fg = ellipsoid(shape, (4, 14, 14), (2.5, 6, 6))  # a cell over several slices
+    fg |= ellipsoid(shape, (4, 36, 36), (2.5, 3, 3))  # a small one, still several slices
+    flat = np.zeros(shape, bool)
+    flat[5, 30:40, 6:16] = True  # a large fragment in one slice
+    prob = as_prob(fg | flat)
+    centers = ndi.gaussian_filter(ndi.distance_transform_edt(fg | flat), 1.0).astype(np.float32)
+    centers /= centers.max()
+    params = dict(prob_threshold=0.5, center_threshold=0.2, center_min_distance=4, min_size=20)
+    keep = centers_watershed(prob, centers, **params)
+    drop = centers_watershed(prob, centers, min_slices=2, **params)
+    assert_consecutive_uint16(keep, 3)
+    assert_consecutive_uint16(drop, 2)
+    assert np.array_equal(drop > 0, fg)  # exactly the fragment went
+    assert np.array_equal(centers_watershed(prob, centers, min_slices=1, **params), keep)
+    assert "min_slices" in pp.CENTERS_FINISH_PARAMS
+    for bad in (0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="min_slices"):
+            centers_watershed(prob, centers, min_slices=bad, **params)
+
+
+def test_z_extents_counts_first_to_last_slice() -> None:
+    lab = np.zeros((6, 4, 4), np.int32)
+    lab[1, 0, 0] = 1
+    lab[[0, 4], 1, 1] = 2  # a gap inside still counts as spanned
+    lab[5, 2, 2] = 4
+    assert pp._z_extents(lab, 4).tolist() == [0, 1, 5, 0, 1]

@@ -10,7 +10,7 @@ Shared conventions: foreground = ``prob > prob_threshold``; connected components
 connectivity (6-neighbourhood in 3D); the watersheds run on each foreground component's bounding box
 separately (memory follows the largest component, not the frame); a component without a seed keeps one
 label of its own (no cell is dropped because its seed was missed); objects below ``min_size`` voxels are
-removed; ``fill_holes`` fills, per object, every hole enclosed within an xy slice (which includes every
+removed, and so are objects spanning fewer than ``min_slices`` z-slices (default 1: none); ``fill_holes`` fills, per object, every hole enclosed within an xy slice (which includes every
 3D cavity, and holes cut open by the first or last slice); labels are renumbered 1..n as uint16 and more
 than 65535 objects raise :class:`CTCInputError`.
 """
@@ -97,13 +97,26 @@ def to_uint16_labels(labels: np.ndarray) -> np.ndarray:
     return (inv if uniq[0] == 0 else inv + 1).astype(np.uint16)
 
 
-def _renumber(labels: np.ndarray, top: int, min_size: int) -> np.ndarray:
-    """uint16 labels: objects of ``labels`` (values 0..``top``) with at least ``min_size`` voxels numbered 1..n
-    in label order, the rest 0, in one pass over the object voxels; more than 65535 raise CTCInputError."""
+def _z_extents(labels: np.ndarray, top: int) -> np.ndarray:
+    """Number of z-slices from the first to the last one each label 0..``top`` of a (Z, Y, X) array occupies
+    (0 for absent labels; label 0 is not meaningful)."""
+    out = np.zeros(top + 1, np.int64)
+    for i, sl in enumerate(ndi.find_objects(labels, max_label=top), start=1):
+        if sl is not None:
+            out[i] = sl[0].stop - sl[0].start
+    return out
+
+
+def _renumber(labels: np.ndarray, top: int, min_size: int, min_slices: int = 1) -> np.ndarray:
+    """uint16 labels: objects of ``labels`` (values 0..``top``) with at least ``min_size`` voxels (and, for a
+    (Z, Y, X) array with ``min_slices`` > 1, spanning at least ``min_slices`` z-slices) numbered 1..n in label
+    order, the rest 0, in one pass over the object voxels; more than 65535 raise CTCInputError."""
     out = np.zeros(labels.shape, np.uint16)
     if top == 0:
         return out
     keep = _label_sizes(labels, top) >= max(int(min_size), 1)
+    if min_slices > 1 and labels.ndim == 3:
+        keep &= _z_extents(labels, top) >= int(min_slices)
     keep[0] = False
     n = int(np.count_nonzero(keep))
     _check_count(n)
@@ -335,12 +348,12 @@ def _split_components(
     return lab
 
 
-def _finish(labels: np.ndarray, min_size: int, fill_holes: bool) -> np.ndarray:
-    """Objects below ``min_size`` removed and the rest numbered 1..n as uint16 (:func:`_renumber`: as
-    :func:`remove_small_objects` then :func:`to_uint16_labels`; the renumbering keeps the order, so hole filling
-    fills the same holes), then holes filled."""
+def _finish(labels: np.ndarray, min_size: int, fill_holes: bool, min_slices: int = 1) -> np.ndarray:
+    """Objects below ``min_size`` voxels or spanning fewer than ``min_slices`` z-slices removed and the rest
+    numbered 1..n as uint16 (:func:`_renumber`: as :func:`remove_small_objects` then :func:`to_uint16_labels`;
+    the renumbering keeps the order, so hole filling fills the same holes), then holes filled."""
     labels = _check_labels(labels)
-    out = _renumber(labels, int(labels.max(initial=0)), min_size)
+    out = _renumber(labels, int(labels.max(initial=0)), min_size, min_slices)
     if fill_holes:
         fill_holes_per_label(out, in_place=True)
     return out
@@ -652,6 +665,11 @@ def _fraction_check(fraction: Any) -> tuple[Any, bool, str]:
     return fraction, _finite(fraction) and 0 <= fraction < 1, "must be in [0, 1)"
 
 
+def _slices_check(min_slices: Any) -> tuple[Any, bool, str]:
+    return min_slices, _finite(min_slices) and min_slices >= 1 and float(min_slices).is_integer(), \
+        "must be a whole number >= 1"
+
+
 def _ring_check(ring: Any) -> tuple[Any, bool, str]:
     return ring, _finite(ring) and ring >= 0 and float(ring).is_integer(), "must be a whole number >= 0"
 
@@ -681,6 +699,7 @@ def centers_watershed(
     grow_ring: int = 14,
     rescue_sigma: float = 0.0,
     rescue_min_size: int = 1000,
+    min_slices: int = 1,
 ) -> np.ndarray:
     """MDA231: watershed of each foreground component from the peaks of the cell-centre heatmap.
 
@@ -692,7 +711,7 @@ def centers_watershed(
     default; otherwise ``signal`` from :func:`signal_map` of the raw frame is required), and growth into each
     object's ring where the raw signal is bright for it (``grow_fraction``, off at 0), after cells the network
     missed are added from the raw signal (``rescue_sigma``, off at 0; :func:`rescue_missed`;
-    :func:`centers_finish`).
+    :func:`centers_finish`). Last, objects spanning fewer than ``min_slices`` z-slices are removed (1: none).
 
     The two stages are also available separately (:func:`centers_split`, :func:`centers_finish`), so that
     :mod:`efficientcellseg.tune` can try several end-slice settings on one watershed.
@@ -702,7 +721,7 @@ def centers_watershed(
     return centers_finish(labels, prob, signal, end_threshold=end_threshold, end_fraction=end_fraction,
                           signal_fraction=signal_fraction, min_size=min_size, fill_holes=fill_holes,
                           grow_fraction=grow_fraction, grow_ring=grow_ring, rescue_sigma=rescue_sigma,
-                          rescue_min_size=rescue_min_size)
+                          rescue_min_size=rescue_min_size, min_slices=min_slices)
 
 
 def centers_split(prob: np.ndarray, centers: np.ndarray, *, prob_threshold: float, center_threshold: float,
@@ -735,13 +754,14 @@ def centers_split(prob: np.ndarray, centers: np.ndarray, *, prob_threshold: floa
 def centers_finish(labels: np.ndarray, prob: np.ndarray, signal: np.ndarray | SignalSlices | None = None, *,
                    end_threshold: float, end_fraction: float, signal_fraction: float = 0.0, min_size: int,
                    fill_holes: bool, grow_fraction: float = 0.0, grow_ring: int = 14, rescue_sigma: float = 0.0,
-                   rescue_min_size: int = 1000) -> np.ndarray:
+                   rescue_min_size: int = 1000, min_slices: int = 1) -> np.ndarray:
     """Second stage of :func:`centers_watershed` on the labels of :func:`centers_split` (changed in place):
     end slices trimmed, weak-signal voxels gated, cells the network missed added from the raw signal
     (``rescue_sigma > 0``: :func:`rescue_missed`, regions of at least ``rescue_min_size`` voxels), small
     objects removed, objects grown into their ring where the raw signal is bright for them
-    (``grow_fraction > 0``: :func:`refine_boundaries` with ``grow_only``, ring ``grow_ring`` pixels), holes
-    filled; uint16 labels 1..n."""
+    (``grow_fraction > 0``: :func:`refine_boundaries` with ``grow_only``, ring ``grow_ring`` pixels), objects
+    spanning fewer than ``min_slices`` z-slices removed (a fragment in one slice of a 3D stack is not a cell),
+    holes filled; uint16 labels 1..n."""
     _check_params(
         end_threshold=(end_threshold, _finite(end_threshold), "must be a finite number"),
         end_fraction=(end_fraction, _finite(end_fraction) and 0 <= end_fraction <= 1, "must be in [0, 1]"),
@@ -751,6 +771,7 @@ def centers_finish(labels: np.ndarray, prob: np.ndarray, signal: np.ndarray | Si
         grow_ring=_ring_check(grow_ring),
         rescue_sigma=(rescue_sigma, _finite(rescue_sigma) and rescue_sigma >= 0, "must be >= 0"),
         rescue_min_size=(rescue_min_size, _finite(rescue_min_size) and rescue_min_size >= 1, "must be >= 1"),
+        min_slices=_slices_check(min_slices),
     )
     _need_signal("centers_watershed", signal, signal_fraction)
     _need_signal("centers_watershed", signal, grow_fraction, "grow_fraction")
@@ -769,7 +790,7 @@ def centers_finish(labels: np.ndarray, prob: np.ndarray, signal: np.ndarray | Si
         remove_small_objects(labels, int(min_size), in_place=True)
         labels = refine_boundaries(labels, signal, fraction=float(grow_fraction), ring=int(grow_ring),
                                    grow_only=True, in_place=labels.dtype == np.int32)
-    return _finish(labels, int(min_size), bool(fill_holes))
+    return _finish(labels, int(min_size), bool(fill_holes), int(min_slices))
 
 
 def trim_end_slices(
