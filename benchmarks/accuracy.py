@@ -1,7 +1,9 @@
 """Accuracy table: learned models vs the classical baseline, in and out of distribution (synthetic data).
 
 Every method runs on the same labelled sequences and is scored with ``evaluation/`` (SEG pooled over all
-reference objects of a sequence, PESEG = SEG / parameters * 1e6 for the networks):
+reference objects of a sequence, PESEG = SEG / parameters * 1e6 for the networks, and DET, the CTC's detection
+measure, pooled over the tracking markers where the sequence has ``PATH_GT/TRA``: false positives cost DET but
+never SEG):
 
 - each model set given with ``--models NAME=DIR`` (``DIR`` holds the model folders under their usual names,
   e.g. ``MDA231-seg``, ``MDA231-centers``; ``shipped=models`` are the shipped ones), through
@@ -47,7 +49,9 @@ for _p in (ROOT / "SW", ROOT, ROOT / "benchmarks"):
 
 from classical import segment_sequence  # noqa: E402
 from efficientcellseg.datasets import DATASETS, get_dataset  # noqa: E402
+from evaluation.aogm import GraphOps  # noqa: E402
 from evaluation.ctc_seg import FileScore, read_model_params, score_sequence  # noqa: E402
+from evaluation.ctc_tra import score_detection  # noqa: E402
 from evaluation.seg import peseg, pooled_seg  # noqa: E402
 
 log = logging.getLogger("efficientcellseg.benchmarks.accuracy")
@@ -71,6 +75,11 @@ class SeqSpec:
         """The SEG truth folder of the sequence."""
         return self.path.parent / f"{self.path.name}_GT" / "SEG"
 
+    @property
+    def tra_dir(self) -> Path:
+        """The tracking-marker folder of the sequence (DET is scored where it exists)."""
+        return self.path.parent / f"{self.path.name}_GT" / "TRA"
+
 
 @dataclass(frozen=True)
 class Row:
@@ -85,6 +94,7 @@ class Row:
     objects: int
     seg: float
     peseg: float | None
+    det: float | None = None
 
 
 def parse_seq(text: str) -> SeqSpec:
@@ -251,11 +261,14 @@ def build_rows(specs: Sequence[SeqSpec], methods: dict[str, Path | None], work: 
                reuse: bool = False) -> list[Row]:
     """Run every method on every sequence, score with ``evaluation``, and pool per (tag, dataset, method)."""
     pooled: dict[tuple[str, str, str], list[FileScore]] = {}
+    detection: dict[tuple[str, str, str], list[GraphOps | None]] = {}
     for spec in specs:
         for method, models_dir in methods.items():
             res = run_method(method, models_dir, spec, work, backend, threads, reuse)
             score = score_sequence(spec.gt_dir, res)
             pooled.setdefault((spec.dataset, spec.tag, method), []).extend(score.files)
+            ops = score_detection(spec.tra_dir, res) if spec.tra_dir.is_dir() else None
+            detection.setdefault((spec.dataset, spec.tag, method), []).append(ops)
     rows = []
     for (dataset, tag, method), files in pooled.items():
         seg = pooled_seg(f.matches for f in files)
@@ -264,10 +277,20 @@ def build_rows(specs: Sequence[SeqSpec], methods: dict[str, Path | None], work: 
         if models_dir is not None:
             pe = peseg(seg, sum(read_model_params(p) for p in model_folders(models_dir, dataset).values()))
         rows.append(Row(tag in in_distribution, dataset, tag, method, len({(f.gt.path.parent, f.gt.t) for f in files}),
-                        len(files), sum(f.matches.n_objects for f in files), seg, pe))
+                        len(files), sum(f.matches.n_objects for f in files), seg, pe,
+                        pooled_det(detection[(dataset, tag, method)])))
     order = {m: i for i, m in enumerate(methods)}
     rows.sort(key=lambda r: (not r.in_distribution, _dataset_rank(r.dataset), r.tag, order[r.method]))
     return rows
+
+
+def pooled_det(ops: Sequence[GraphOps | None]) -> float | None:
+    """DET pooled over sequences (their vertex costs over 10 x their markers); None unless every one has
+    markers."""
+    if not ops or any(o is None for o in ops):
+        return None
+    nodes = sum(o.n_nodes for o in ops)
+    return 1.0 - min(sum(o.aogm_d for o in ops), 10.0 * nodes) / (10.0 * nodes) if nodes else None
 
 
 def _dataset_rank(key: str) -> int:
@@ -276,8 +299,8 @@ def _dataset_rank(key: str) -> int:
 
 def format_table(rows: Sequence[Row], in_distribution: Sequence[str]) -> str:
     """Markdown: an in-distribution section and an out-of-distribution section, one row per method."""
-    head = ("| dataset | family | method | frames | GT files | objects | SEG | PESEG |\n"
-            "|---|---|---|---|---|---|---|---|")
+    head = ("| dataset | family | method | frames | GT files | objects | SEG | PESEG | DET |\n"
+            "|---|---|---|---|---|---|---|---|---|")
     out = []
     for flag, title in ((True, f"In distribution ({', '.join(in_distribution)})"),
                         (False, "Out of distribution")):
@@ -289,15 +312,16 @@ def format_table(rows: Sequence[Row], in_distribution: Sequence[str]) -> str:
         lines = [head]
         for r in part:
             pe = "-" if r.peseg is None else f"{r.peseg:.4f}"
+            det = "-" if r.det is None else f"{r.det:.3f}"
             lines.append(f"| {r.dataset} | {r.tag} | {r.method} | {r.frames} | {r.gt_files} | {r.objects} | "
-                         f"{r.seg:.3f} | {pe} |")
+                         f"{r.seg:.3f} | {pe} | {det} |")
         out.append("\n".join(lines) + "\n")
     return "\n".join(out)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
-    ap = argparse.ArgumentParser(description="Accuracy table (SEG, PESEG): model sets vs the classical baseline "
+    ap = argparse.ArgumentParser(description="Accuracy table (SEG, PESEG, DET): model sets vs the classical baseline "
                                  "on labelled sequences, in and out of distribution.")
     ap.add_argument("--seq", action="append", default=[], metavar="TAG:DATASET:PATH",
                     help="a labelled sequence folder (truth in PATH_GT/SEG) with its family tag; repeatable")
@@ -347,8 +371,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     command = "benchmarks/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = (f"Command: `{command}`\n\nSEG pooled over all reference objects of each (dataset, family); "
-            "synthetic data, not CTC.\n\n" + format_table(rows, a.in_distribution))
+    text = (f"Command: `{command}`\n\nSEG pooled over all reference objects of each (dataset, family), DET over "
+            "their tracking markers (- without TRA truth); synthetic data, not CTC.\n\n"
+            + format_table(rows, a.in_distribution))
     print(text)
     if a.md is not None:
         write_text_atomic(a.md, text)

@@ -31,6 +31,7 @@ _EXPORTS = {
     "check_tracks": "aogm",
     "TraError": "ctc_tra",
     "score_tracking": "ctc_tra",
+    "score_detection": "ctc_tra",
     "check_result": "ctc_tra",
 }
 

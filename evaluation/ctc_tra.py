@@ -130,14 +130,9 @@ def check_result(res_dir: Path) -> list[str]:
     return problems
 
 
-def score_tracking(gt_dir: Path, res_dir: Path) -> TraScore:
-    """TRA and DET of ``res_dir`` against ``gt_dir`` (SEQ_GT or its TRA folder). Raises TraError for a
-    missing or unreadable file, a shape mismatch, or an invalid result (its first broken rule)."""
-    tra_dir = tra_folder(gt_dir)
-    markers = list_markers(tra_dir)
-    gt_tracks = read_track_file(tra_dir / "man_track.txt")
-    masks = _masks(res_dir)
-    res_tracks = read_track_file(Path(res_dir) / "res_track.txt")
+def _frame_matches(markers: dict[int, Path], masks: dict[int, Path], res_dir: Path) -> list[FrameMatch]:
+    """The matches of every marker frame with its mask (``masks`` of ``res_dir``), one frame pair in memory at a
+    time."""
     matches: list[FrameMatch] = []
     for t in sorted(markers):
         if t not in masks:
@@ -148,6 +143,30 @@ def score_tracking(gt_dir: Path, res_dir: Path) -> TraScore:
             raise TraError(f"{masks[t]}: shape {res.shape} does not match {markers[t].name} shape {gt.shape}")
         matches.append(match_frame(t, gt, res))
         log.debug("frame %d: %d markers, %d objects", t, matches[-1].gt_labels.size, matches[-1].res_labels.size)
+    return matches
+
+
+def score_detection(gt_dir: Path, res_dir: Path) -> GraphOps:
+    """The vertex operations (NS, FN, FP) of the masks in ``res_dir`` against the markers of ``gt_dir`` (SEQ_GT
+    or its TRA folder), without a ``res_track.txt``: detection alone, as the CTC segmentation benchmark scores
+    it (:func:`evaluation.aogm.det_score` of the result is its DET; the edge counts are not meaningful).
+    Raises TraError for a missing or unreadable file or a shape mismatch."""
+    tra_dir = tra_folder(gt_dir)
+    markers = list_markers(tra_dir)
+    matches = _frame_matches(markers, _masks(res_dir), res_dir)
+    none = np.zeros((0, 4), np.int64)
+    return graph_ops(none, none, matches)
+
+
+def score_tracking(gt_dir: Path, res_dir: Path) -> TraScore:
+    """TRA and DET of ``res_dir`` against ``gt_dir`` (SEQ_GT or its TRA folder). Raises TraError for a
+    missing or unreadable file, a shape mismatch, or an invalid result (its first broken rule)."""
+    tra_dir = tra_folder(gt_dir)
+    markers = list_markers(tra_dir)
+    gt_tracks = read_track_file(tra_dir / "man_track.txt")
+    masks = _masks(res_dir)
+    res_tracks = read_track_file(Path(res_dir) / "res_track.txt")
+    matches = _frame_matches(markers, masks, res_dir)
     problems = check_tracks(res_tracks, [(m.t, m.res_labels) for m in matches],
                             name=str(Path(res_dir) / "res_track.txt"))
     if problems:

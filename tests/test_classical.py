@@ -114,7 +114,8 @@ def test_accuracy_table_has_classical_row_and_id_ood_split(tmp_path: Path,
         rows = [line for line in part.splitlines() if line.startswith("| A549-SIM")]
         assert [r.split(" | ")[1:3] for r in rows] == [[tag, "shipped"], [tag, "classical"]]
         assert all(r.split(" | ")[3:6] == ["1", "1", "1"] for r in rows)  # frames, GT files, objects
-        assert rows[1].rstrip(" |").endswith("-")  # no PESEG for the classical baseline
+        assert rows[1].split(" | ")[7] == "-"  # no PESEG for the classical baseline
+        assert all(r.split(" | ")[8] == "- |" for r in rows)  # no tracking markers, no DET
     masks = sorted((tmp_path / "work" / "results").rglob("mask000.tif"))
     stamps = [m.stat().st_mtime_ns for m in masks]
     assert len(masks) == 4
@@ -319,3 +320,26 @@ def test_tuning_grid_shows_the_folders_default_for_a_parameter_its_thresholds_om
     table = tuning.grid_table("TRIC", specs, "shipped", REPO / "models", grid)
     rows = [line.split(" | ") for line in table.splitlines()[2:] if line.startswith("| ")]
     assert [(r[0].lstrip("| "), r[1]) for r in rows] == [("0.0 (folder)", "0.500"), ("0.3", "0.800")]
+
+
+def test_accuracy_scores_det_where_tracking_markers_exist(tmp_path: Path) -> None:
+    """With PATH_GT/TRA the table adds DET (the cell found: 1.000); a sequence without markers pools to '-'."""
+    from accuracy import main as accuracy_main
+    from accuracy import pooled_det
+    from evaluation.aogm import GraphOps
+
+    seq = _tiny_a549_sequence(tmp_path / "data")
+    tra = seq.parent / "01_GT" / "TRA"
+    tra.mkdir()
+    truth = tifffile.imread(seq.parent / "01_GT" / "SEG" / "man_seg000.tif")
+    tifffile.imwrite(tra / "man_track000.tif", truth)
+    (tra / "man_track.txt").write_text("1 0 0 0\n")
+    md = tmp_path / "t.md"
+    assert accuracy_main(["--seq", f"B-dim:A549-SIM:{seq}", "--work", str(tmp_path / "w"), "--md", str(md),
+                          "-q"]) == 0
+    row = next(line for line in md.read_text().splitlines() if "| classical |" in line)
+    assert row.split(" | ")[8] == "1.000 |"
+    one = GraphOps(ns=1, fn=1, fp=2, ed=0, ea=0, ec=0, n_nodes=4, n_edges=0)  # 5 + 10 + 2 of 40
+    two = GraphOps(ns=0, fn=0, fp=3, ed=0, ea=0, ec=0, n_nodes=6, n_edges=0)  # 3 of 60
+    assert pooled_det([one, two]) == pytest.approx(1 - 20 / 100)
+    assert pooled_det([one, None]) is None and pooled_det([]) is None

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from evaluation.ctc_tra import main, score_tracking
+from evaluation.ctc_tra import TraError, main, score_detection, score_tracking
 from evaluation.tra import W_EA, W_EC, W_ED, W_FN, W_FP, W_NS, det_score, graph_ops, match_frame, tra_score
 
 SHAPE = (20, 40)
@@ -146,6 +146,27 @@ def test_command_line_prints_tra_and_det(tmp_path, capsys) -> None:
     assert main(["--gt", str(gt_dir / "TRA"), "--res", str(res_dir), "-q"]) == 0  # the TRA folder itself
     assert main(["--res", str(res_dir), "--check"]) == 0
     assert capsys.readouterr().out.endswith(f"TRA {1 - 11.5 / 66:.6f}\nDET {1 - 10 / 60:.6f}\nvalid {res_dir}\n")
+
+
+def test_detection_alone_needs_no_track_file(tmp_path) -> None:
+    """DET of masks without res_track.txt (the segmentation benchmark's detection): a merge in frame 1 (NS 1),
+    cell 2 missed in frame 2 (FN 1) and one false positive there (FP 1): AOGM_D 5 + 10 + 1 against 10 * 6; the
+    same as DET of the tracked result."""
+    gt, tracks = _gt()
+    res = [g.copy() for g in gt]
+    res[1][res[1] > 0] = 1
+    res[2][res[2] == 2] = 0
+    _sq(res[2], 3, 12, 2)
+    gt_dir, res_dir = _write_seq(tmp_path, gt, tracks, res, [[1, 0, 2, 0], [2, 0, 0, 0], [3, 2, 2, 0]])
+    tracked = score_tracking(gt_dir, res_dir)
+    (res_dir / "res_track.txt").unlink()
+    ops = score_detection(gt_dir, res_dir)
+    assert (ops.ns, ops.fn, ops.fp, ops.n_nodes) == (1, 1, 1, 6)
+    assert det_score(ops) == pytest.approx(1 - 16 / 60, abs=1e-12) == tracked.det
+    assert det_score(score_detection(gt_dir / "TRA", res_dir)) == det_score(ops)  # the TRA folder itself
+    (res_dir / "mask002.tif").unlink()
+    with pytest.raises(TraError, match="no mask for frame 2"):
+        score_detection(gt_dir, res_dir)
 
 
 def _check_lines(tmp_path: Path, capsys, res_tracks_text: str, edit=None) -> list[str]:
