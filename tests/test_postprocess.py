@@ -898,3 +898,27 @@ def test_z_extents_counts_first_to_last_slice() -> None:
     lab[[0, 4], 1, 1] = 2  # a gap inside still counts as spanned
     lab[5, 2, 2] = 4
     assert pp._z_extents(lab, 4).tolist() == [0, 1, 5, 0, 1]
+
+
+def test_largest_component_edge_halfway_to_the_cells_median() -> None:
+    """``boundary_top_quantile`` 50 with ``boundary_fraction`` 0.5: the edge at half the step from the
+    surroundings to the cell's median. A uniform blurred cell drawn 3 px too small comes back to its true
+    edge (the 90th percentile at 0.4 stops short of it); the parameter reaches refine_boundaries and is
+    checked."""
+    shape = (3, 64, 64)
+    cell = np.broadcast_to(ellipsoid((1, 64, 64), (0, 32, 32), (1, 14, 14))[0], shape)
+    raw = ndi.gaussian_filter(100.0 + 300.0 * cell, (0, 1.0, 1.0))
+    raw += np.random.default_rng(3).normal(0, 5, shape)
+    signal = signal_map(raw.astype(np.float32))
+    drawn = np.broadcast_to(ellipsoid((1, 64, 64), (0, 32, 32), (1, 11, 11))[0], shape)
+    prob = as_prob(drawn)
+    params = dict(boundary_ring=10, fill_holes=False)
+    half = largest_component(prob, signal, boundary_fraction=0.5, boundary_top_quantile=50, **params)
+    top = largest_component(prob, signal, boundary_fraction=0.4, **params)
+    assert _iou(half > 0, cell) > 0.96 > _iou(top > 0, cell) + 0.01
+    direct = refine_boundaries(drawn.astype(np.int32), signal, fraction=0.5, ring=10, top_quantile=50)
+    assert np.array_equal(half > 0, direct > 0)
+    assert "boundary_top_quantile" in parameter_names("largest_component")
+    for bad in (0, 101, float("nan")):
+        with pytest.raises(ValueError, match="boundary_top_quantile"):
+            largest_component(prob, signal, boundary_fraction=0.5, boundary_top_quantile=bad)
