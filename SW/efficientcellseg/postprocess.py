@@ -10,9 +10,10 @@ Shared conventions: foreground = ``prob > prob_threshold``; connected components
 connectivity (6-neighbourhood in 3D); the watersheds run on each foreground component's bounding box
 separately (memory follows the largest component, not the frame); a component without a seed keeps one
 label of its own (no cell is dropped because its seed was missed); objects below ``min_size`` voxels are
-removed, and so are objects spanning fewer than ``min_slices`` z-slices (default 1: none); ``fill_holes`` fills, per object, every hole enclosed within an xy slice (which includes every
-3D cavity, and holes cut open by the first or last slice); labels are renumbered 1..n as uint16 and more
-than 65535 objects raise :class:`CTCInputError`.
+removed, and so are objects spanning fewer than ``min_slices`` z-slices (default 1: none); ``fill_holes``
+fills, per object, every hole enclosed within an xy slice (which includes every 3D cavity, and holes cut open
+by the first or last slice); labels are renumbered 1..n as uint16 and more than 65535 objects raise
+:class:`CTCInputError`.
 """
 
 from __future__ import annotations
@@ -920,8 +921,8 @@ def largest_component(
         signal_fraction=_fraction_check(signal_fraction),
         boundary_fraction=_fraction_check(boundary_fraction),
         boundary_ring=_ring_check(boundary_ring),
-        boundary_top_quantile=(boundary_top_quantile,
-                               _finite(boundary_top_quantile) and 0 < boundary_top_quantile <= 100, "must be in (0, 100]"),
+        boundary_top_quantile=(boundary_top_quantile, _finite(boundary_top_quantile)
+                               and 0 < boundary_top_quantile <= 100, "must be in (0, 100]"),
     )
     _need_signal("largest_component", signal, signal_fraction)
     _need_signal("largest_component", signal, boundary_fraction, "boundary_fraction")
