@@ -39,7 +39,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ for _p in (ROOT / "SW", ROOT, ROOT / "benchmarks"):
 
 from classical import segment_sequence  # noqa: E402
 from efficientcellseg.datasets import DATASETS, get_dataset  # noqa: E402
-from evaluation.aogm import GraphOps  # noqa: E402
+from evaluation.aogm import GraphOps, det_score  # noqa: E402
 from evaluation.ctc_seg import FileScore, read_model_params, score_sequence  # noqa: E402
 from evaluation.ctc_tra import score_detection  # noqa: E402
 from evaluation.seg import peseg, pooled_seg  # noqa: E402
@@ -289,8 +289,8 @@ def pooled_det(ops: Sequence[GraphOps | None]) -> float | None:
     markers."""
     if not ops or any(o is None for o in ops):
         return None
-    nodes = sum(o.n_nodes for o in ops)
-    return 1.0 - min(sum(o.aogm_d for o in ops), 10.0 * nodes) / (10.0 * nodes) if nodes else None
+    total = GraphOps(*(sum(counts) for counts in zip(*(astuple(o) for o in ops), strict=True)))
+    return det_score(total) if total.n_nodes else None
 
 
 def _dataset_rank(key: str) -> int:

@@ -26,6 +26,7 @@ _EXPORTS = {
     "GraphOps": "aogm",
     "match_frame": "aogm",
     "graph_ops": "aogm",
+    "vertex_ops": "aogm",
     "tra_score": "aogm",
     "det_score": "aogm",
     "check_tracks": "aogm",

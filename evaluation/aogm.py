@@ -111,11 +111,11 @@ def graph_edges(tracks: np.ndarray, frame_labels: Sequence[np.ndarray],
     return edges
 
 
-def graph_ops(gt_tracks: np.ndarray, res_tracks: np.ndarray, matches: Sequence[FrameMatch]) -> GraphOps:
-    """Count the AOGM operations from the per-frame matches and both track tables ((n, 4) ``L B E P``)."""
-    frames = [m.t for m in matches]
+def _vertices(matches: Sequence[FrameMatch]) -> tuple[int, int, int, int, dict[tuple[int, int], int]]:
+    """``(ns, fn, fp, n_nodes, res_to_gt)`` of the per-frame matches; ``res_to_gt`` maps each uniquely matched
+    result node ``(t, label)`` to its marker's label."""
     ns = fn = fp = n_nodes = 0
-    res_to_gt: dict[tuple[int, int], int] = {}  # uniquely matched result node -> its marker's label
+    res_to_gt: dict[tuple[int, int], int] = {}
     for m in matches:
         n_nodes += m.gt_labels.size
         hit = m.gt_to_res > 0
@@ -126,6 +126,19 @@ def graph_ops(gt_tracks: np.ndarray, res_tracks: np.ndarray, matches: Sequence[F
         for r, g in zip(m.gt_to_res[hit].tolist(), m.gt_labels[hit].tolist(), strict=True):
             if counts[np.searchsorted(used, r)] == 1:
                 res_to_gt[(m.t, r)] = g
+    return ns, fn, fp, n_nodes, res_to_gt
+
+
+def vertex_ops(matches: Sequence[FrameMatch]) -> GraphOps:
+    """The vertex operations (NS, FN, FP) of the per-frame matches, with no edges: detection alone (DET)."""
+    ns, fn, fp, n_nodes, _ = _vertices(matches)
+    return GraphOps(ns, fn, fp, 0, 0, 0, n_nodes, 0)
+
+
+def graph_ops(gt_tracks: np.ndarray, res_tracks: np.ndarray, matches: Sequence[FrameMatch]) -> GraphOps:
+    """Count the AOGM operations from the per-frame matches and both track tables ((n, 4) ``L B E P``)."""
+    frames = [m.t for m in matches]
+    ns, fn, fp, n_nodes, res_to_gt = _vertices(matches)
     gt_edges = graph_edges(gt_tracks, [m.gt_labels for m in matches], frames)
     res_edges = graph_edges(res_tracks, [m.res_labels for m in matches], frames)
     ed = ec = 0

@@ -23,7 +23,8 @@ import numpy as np
 import tifffile
 
 from .ctc_seg import SegError, list_masks
-from .aogm import FrameMatch, GraphOps, check_tracks, det_score, graph_ops, match_frame, tra_score
+from .aogm import (FrameMatch, GraphOps, check_tracks, det_score, graph_ops, match_frame, tra_score,
+                   vertex_ops)
 
 log = logging.getLogger(__name__)
 
@@ -149,13 +150,10 @@ def _frame_matches(markers: dict[int, Path], masks: dict[int, Path], res_dir: Pa
 def score_detection(gt_dir: Path, res_dir: Path) -> GraphOps:
     """The vertex operations (NS, FN, FP) of the masks in ``res_dir`` against the markers of ``gt_dir`` (SEQ_GT
     or its TRA folder), without a ``res_track.txt``: detection alone, as the CTC segmentation benchmark scores
-    it (:func:`evaluation.aogm.det_score` of the result is its DET; the edge counts are not meaningful).
+    it (:func:`evaluation.aogm.det_score` of the result is its DET; no edges are counted).
     Raises TraError for a missing or unreadable file or a shape mismatch."""
-    tra_dir = tra_folder(gt_dir)
-    markers = list_markers(tra_dir)
-    matches = _frame_matches(markers, _masks(res_dir), res_dir)
-    none = np.zeros((0, 4), np.int64)
-    return graph_ops(none, none, matches)
+    markers = list_markers(tra_folder(gt_dir))
+    return vertex_ops(_frame_matches(markers, _masks(res_dir), res_dir))
 
 
 def score_tracking(gt_dir: Path, res_dir: Path) -> TraScore:

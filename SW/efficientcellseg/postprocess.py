@@ -666,13 +666,12 @@ def _fraction_check(fraction: Any) -> tuple[Any, bool, str]:
     return fraction, _finite(fraction) and 0 <= fraction < 1, "must be in [0, 1)"
 
 
-def _slices_check(min_slices: Any) -> tuple[Any, bool, str]:
-    return min_slices, _finite(min_slices) and min_slices >= 1 and float(min_slices).is_integer(), \
-        "must be a whole number >= 1"
+def _whole_check(value: Any, low: int) -> tuple[Any, bool, str]:
+    return value, _finite(value) and value >= low and float(value).is_integer(), f"must be a whole number >= {low}"
 
 
 def _ring_check(ring: Any) -> tuple[Any, bool, str]:
-    return ring, _finite(ring) and ring >= 0 and float(ring).is_integer(), "must be a whole number >= 0"
+    return _whole_check(ring, 0)
 
 
 def _need_signal(kind: str, signal: np.ndarray | SignalSlices | None, fraction: float,
@@ -772,7 +771,7 @@ def centers_finish(labels: np.ndarray, prob: np.ndarray, signal: np.ndarray | Si
         grow_ring=_ring_check(grow_ring),
         rescue_sigma=(rescue_sigma, _finite(rescue_sigma) and rescue_sigma >= 0, "must be >= 0"),
         rescue_min_size=(rescue_min_size, _finite(rescue_min_size) and rescue_min_size >= 1, "must be >= 1"),
-        min_slices=_slices_check(min_slices),
+        min_slices=_whole_check(min_slices, 1),
     )
     _need_signal("centers_watershed", signal, signal_fraction)
     _need_signal("centers_watershed", signal, grow_fraction, "grow_fraction")
