@@ -1,10 +1,12 @@
 """Speed of Context Aware Pseudocoloring's threshold choice: one histogram of every value against bisection over
-exact counts (``pseudocolor.context_threshold``), and the whole stack, as multiples of t_slice (synthetic data).
+exact counts (``pseudocolor.context_threshold``), of uint16 CLAHE: OpenCV against ``clahe.clahe_u16``, and the
+whole stack, as multiples of t_slice (synthetic data).
 
 For each profile a frame is generated at CTC size (``synth``, seed 901) unless ``--frame`` names one. Per slice,
 the blurred neighbour map (CLAHE, min-max, box blur) is made once; then the threshold index is chosen both ways
-(they must agree; the script stops otherwise) and timed, and the whole ``pseudocolor_stack`` is timed with the
-threads ``predict`` uses. t_slice (one fp32 384x384 ONNX Runtime pass of the shipped MDA231 segmentation network,
+(they must agree; the script stops otherwise) and timed. For uint16 frames every slice's CLAHE is timed with
+OpenCV and with ``clahe_u16`` (which must give the same image), and the whole ``pseudocolor_stack`` with the
+threads ``predict`` uses, both ways (OpenCV by setting ``clahe.MAX_TABLE_ENTRIES`` to 0). t_slice (one fp32 384x384 ONNX Runtime pass of the shipped MDA231 segmentation network,
 ``benchmarks/speed.py``) is measured in the same run, at the start and at the end.
 
     .venv/bin/python benchmarks/pseudocolor_speed.py [--profiles TRIC A549-SIM MDA231] [--reps 3]
@@ -29,6 +31,7 @@ for _p in (ROOT / "SW", ROOT / "benchmarks"):
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+import efficientcellseg.clahe as clahe_mod  # noqa: E402
 from efficientcellseg.pseudocolor import (  # noqa: E402
     choose_threshold,
     context_threshold,
@@ -67,8 +70,20 @@ def frame_for(profile: str, frame: Path | None, tmp: Path) -> np.ndarray:
     return read_frame(list_frames(seq)[0].path)
 
 
+def bench_clahe(raw: np.ndarray, reps: int) -> dict[str, float]:
+    """Seconds per uint16 frame: every slice's CLAHE with OpenCV and with ``clahe_u16`` (identical images)."""
+    clahe = cv2.createCLAHE(clipLimit=10.0, tileGridSize=(16, 16))
+    slices = [sl for sl in raw if sl.max() > 0]
+    for sl in slices:
+        if not np.array_equal(clahe.apply(sl), clahe_mod.clahe_u16(sl, 10.0, 16)):
+            raise SystemExit("error: clahe_u16 differs from OpenCV's CLAHE; do not use this build")
+    return {"clahe_cv2": median_s(lambda: [clahe.apply(sl) for sl in slices], reps),
+            "clahe_ours": median_s(lambda: [clahe_mod.clahe_u16(sl, 10.0, 16) for sl in slices], reps)}
+
+
 def bench_profile(raw: np.ndarray, reps: int) -> dict[str, float]:
-    """Seconds per frame: the threshold choice both ways (summed over slices) and the whole stack."""
+    """Seconds per frame: the threshold choice both ways (summed over slices), uint16 CLAHE both ways and the
+    whole stack (for uint16 also with OpenCV's CLAHE)."""
     from efficientcellseg.cpu_threads import get_threads
 
     clahe = cv2.createCLAHE(clipLimit=10.0, tileGridSize=(16, 16))
@@ -81,9 +96,23 @@ def bench_profile(raw: np.ndarray, reps: int) -> dict[str, float]:
             raise SystemExit("error: bisection and histogram chose different thresholds; do not use this build")
     hist = median_s(lambda: [choose_threshold(threshold_counts(m, THRESHOLDS), m.size, 0.03) for m in maps], reps)
     bisect = median_s(lambda: [context_threshold(m, THRESHOLDS, 0.03) for m in maps], reps)
-    stack = median_s(lambda: pseudocolor_stack(raw, out_dtype=np.float16 if raw.size > 2e7 else np.float32,
-                                               threads=get_threads()), reps)
-    return {"histogram": hist, "bisection": bisect, "stack": stack}
+
+    def stack() -> np.ndarray:
+        return pseudocolor_stack(raw, out_dtype=np.float16 if raw.size > 2e7 else np.float32, threads=get_threads())
+
+    r = {"histogram": hist, "bisection": bisect, "stack": median_s(stack, reps)}
+    if raw.dtype == np.uint16:
+        r.update(bench_clahe(raw, reps))
+        ours = stack()
+        limit = clahe_mod.MAX_TABLE_ENTRIES
+        clahe_mod.MAX_TABLE_ENTRIES = 0  # every slice to OpenCV
+        try:
+            if not np.array_equal(stack(), ours):
+                raise SystemExit("error: the stack differs with OpenCV's CLAHE; do not use this build")
+            r["stack_cv2"] = median_s(stack, reps)
+        finally:
+            clahe_mod.MAX_TABLE_ENTRIES = limit
+    return r
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,12 +141,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ts = (t0 + t1) / 2
     print(f"t_slice {ts * 1000:.1f} ms (start {t0 * 1000:.1f}, end {t1 * 1000:.1f}, drift "
           f"{(t1 - t0) / t0 * 100:+.1f} %); per frame, x t_slice\n")
-    print("| profile | frame | dtype | threshold choice, histogram | bisection | speed-up | whole pseudocoloring |")
-    print("|---|---|---|---|---|---|---|")
+    print("| profile | frame | dtype | threshold choice, histogram | bisection | speed-up | uint16 CLAHE, OpenCV | "
+          "`clahe_u16` | speed-up | whole pseudocoloring, OpenCV's CLAHE | now |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for profile, raw, r in rows:
         shape = "x".join(map(str, raw.shape))
+        if "clahe_cv2" in r:
+            c = (f"{r['clahe_cv2'] / ts:.2f} | {r['clahe_ours'] / ts:.2f} | {r['clahe_cv2'] / r['clahe_ours']:.1f}x | "
+                 f"{r['stack_cv2'] / ts:.2f}")
+        else:
+            c = "- | - | - | (uint8: OpenCV)"
         print(f"| {profile} | {shape} | {raw.dtype} | {r['histogram'] / ts:.2f} | {r['bisection'] / ts:.2f} | "
-              f"{r['histogram'] / r['bisection']:.1f}x | {r['stack'] / ts:.2f} |")
+              f"{r['histogram'] / r['bisection']:.1f}x | {c} | {r['stack'] / ts:.2f} |")
     return 0
 
 

@@ -29,3 +29,19 @@ def test_disagreement_stops_the_benchmark(monkeypatch: pytest.MonkeyPatch) -> No
     raw = np.random.default_rng(0).integers(0, 255, (3, 64, 64), dtype=np.uint8)
     with pytest.raises(SystemExit, match="different thresholds"):
         pseudocolor_speed.bench_profile(raw, reps=1)
+
+
+def test_uint16_frames_time_clahe_both_ways() -> None:
+    rng = np.random.default_rng(1)
+    raw = (rng.normal(500, 100, (3, 64, 80)).clip(0, 4095)).astype(np.uint16)
+    r = pseudocolor_speed.bench_profile(raw, reps=1)
+    assert set(r) == {"histogram", "bisection", "stack", "clahe_cv2", "clahe_ours", "stack_cv2"}
+    assert all(v > 0 for v in r.values())
+    assert pseudocolor_speed.clahe_mod.MAX_TABLE_ENTRIES > 0  # restored
+
+
+def test_clahe_disagreement_stops_the_benchmark(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pseudocolor_speed.clahe_mod, "clahe_u16", lambda img, *a: img + 1)
+    raw = np.random.default_rng(2).integers(0, 4000, (2, 48, 48)).astype(np.uint16)
+    with pytest.raises(SystemExit, match="differs from OpenCV"):
+        pseudocolor_speed.bench_clahe(raw, reps=1)
