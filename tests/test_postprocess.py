@@ -922,3 +922,73 @@ def test_largest_component_edge_halfway_to_the_cells_median() -> None:
     for bad in (0, 101, float("nan")):
         with pytest.raises(ValueError, match="boundary_top_quantile"):
             largest_component(prob, signal, boundary_fraction=0.5, boundary_top_quantile=bad)
+
+
+def _textured_cell(shape: tuple[int, int, int] = (3, 120, 120)) -> tuple[np.ndarray, np.ndarray]:
+    """A uniform cell of radius 40 px, blurred, on a noisy background: its mask and signal map."""
+    cell = np.broadcast_to(ellipsoid((1,) + shape[1:], (0, 60, 60), (1, 40, 40))[0], shape)
+    raw = ndi.gaussian_filter(100.0 + 300.0 * cell, (0, 1.5, 1.5))
+    raw += np.random.default_rng(5).normal(0, 5, shape)
+    return cell, signal_map(raw.astype(np.float32))
+
+
+def test_repeated_edge_redraw_finds_a_cell_the_network_drew_far_too_small() -> None:
+    """``boundary_passes``: a network cell of radius 12 inside a cell of radius 40 (a network that finds only
+    the middle of a textured cell) stays far too small after one redraw (ring 14, and a background taken
+    partly inside the cell); repeated until it settles, the edge walks out to the cell's own."""
+    cell, signal = _textured_cell()
+    drawn = np.broadcast_to(ellipsoid((1, 120, 120), (0, 60, 60), (1, 12, 12))[0], cell.shape)
+    params = dict(boundary_fraction=0.5, boundary_ring=14, boundary_top_quantile=50)
+    once = largest_component(as_prob(drawn), signal, **params)
+    settled = largest_component(as_prob(drawn), signal, boundary_passes=8, **params)
+    assert _iou(settled > 0, cell) > 0.95 > 0.5 > _iou(once > 0, cell)
+    # a cell drawn right settles at once: the same as one redraw
+    right = as_prob(cell)
+    assert np.array_equal(largest_component(right, signal, boundary_passes=8, **params),
+                          largest_component(right, signal, **params))
+    assert "boundary_passes" in parameter_names("largest_component")
+    for bad in (0, 1.5, -2):
+        with pytest.raises(ValueError, match="boundary_passes"):
+            largest_component(right, signal, boundary_passes=bad, **params)
+
+
+def test_settled_redraw_keeps_the_first_pass_when_it_never_settles() -> None:
+    start = np.zeros((1, 40, 40), np.uint16)
+    start[0, 18:22, 18:22] = 1
+    flags: list[bool] = []
+
+    def creeping(cell: np.ndarray, grow_only: bool) -> tuple[np.ndarray, int]:  # one pixel more, forever
+        flags.append(grow_only)
+        out = ndi.binary_dilation(cell > 0).astype(np.uint16)
+        return out, int(out.sum())
+
+    first = ndi.binary_dilation(start > 0).astype(np.uint16)
+    out, size = pp._settled_redraw(creeping, start, 5)
+    assert flags == [False, True, True, True, True]  # the first pass both ways, later ones only grow
+    assert size == int(first.sum()) and np.array_equal(out, first)
+
+    def settling(cell: np.ndarray, grow_only: bool) -> tuple[np.ndarray, int]:  # grows to 10 x 10, then stays
+        out = np.zeros_like(cell)
+        n = min(int(np.sqrt(cell.sum())) + 2, 10)
+        out[0, 15:15 + n, 15:15 + n] = 1
+        return out, int(out.sum())
+
+    assert pp._settled_redraw(settling, start, 8)[1] == 100
+    assert pp._settled_redraw(settling, start, 1)[1] == 36  # one pass: the first redraw, settled or not
+    empty, n = pp._settled_redraw(lambda c, g: (np.zeros_like(c), 0), start, 8)
+    assert n == 0 and not empty.any()
+
+
+def test_repeated_edge_redraw_does_not_eat_into_a_cell_on_a_ramp() -> None:
+    """Later passes only grow: on a cell whose brightness falls across it (an illumination ramp), the first
+    redraw cuts into its dim side; were every pass allowed to cut, the ring, now on that side's cut part,
+    would raise the level and cut further pass after pass."""
+    shape = (3, 100, 140)
+    cell = np.broadcast_to(ellipsoid((1,) + shape[1:], (0, 50, 70), (1, 35, 50))[0], shape)
+    ramp = np.linspace(1.0, 0.25, shape[2])[None, None, :]
+    raw = ndi.gaussian_filter((100.0 + 600.0 * cell) * ramp + 40.0 * ramp, (0, 1.5, 1.5))
+    signal = signal_map(raw.astype(np.float32))
+    params = dict(boundary_fraction=0.5, boundary_ring=14, boundary_top_quantile=50)
+    once = largest_component(as_prob(cell), signal, **params)
+    settled = largest_component(as_prob(cell), signal, boundary_passes=8, **params)
+    assert (settled >= once).all()  # nothing the first pass kept is lost
