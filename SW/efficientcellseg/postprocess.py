@@ -948,8 +948,8 @@ def largest_component(
     of a blurred step whatever the blur) and the largest component kept again. With ``boundary_passes`` N > 1
     the redraw is repeated on its own result, only growing, until a pass changes at most
     :data:`BOUNDARY_SETTLED` of the cell's voxels; a cell that has not settled after N passes keeps the first
-    pass's edge (see :func:`_settled_redraw`). An empty foreground, or a largest component below ``min_size`` voxels, gives all
-    zeros.
+    pass's edge (see :func:`_settled_redraw`). An empty foreground, or a largest component below ``min_size``
+    voxels, gives all zeros.
     """
     prob = _check_prob(prob)
     _check_params(
