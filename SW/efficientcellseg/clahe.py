@@ -48,21 +48,22 @@ def _axis_weights(size: int, tile: int, n_tiles: int) -> tuple[np.ndarray, np.nd
     return np.maximum(t1, 0), t2, a
 
 
-def _tables(ext: np.ndarray, present: np.ndarray, rank: np.ndarray, grid: int, clip_limit: float,
+def _tables(pixel_rank: np.ndarray, values: np.ndarray, rank: np.ndarray, grid: int, clip_limit: float,
             th: int, tw: int) -> np.ndarray:
-    """(grid * grid, distinct values) float32 lookup tables at the grey values present in ``ext``.
+    """(grid * grid, len(values)) float32 lookup tables at the present grey ``values`` (sorted).
 
-    ``rank`` is each pixel's index among the present values. A tile's table at value ``v`` is its clipped
+    ``rank[v]`` is the number of present values below grey level ``v`` (a present value's index), and
+    ``pixel_rank`` is that of every pixel of the extended image. A tile's table at value ``v`` is its clipped
     histogram summed up to ``v``, plus the redistributed counts at grey levels ``<= v``; both are summed over
     rank bins: a redistributed count at grey level ``p`` falls into the bin of the first present value ``>= p``.
     """
-    n_v = int(present.sum())
+    n_v = values.size
     n_tiles = grid * grid
     total = th * tw
-    tile_id = (np.arange(ext.shape[0], dtype=np.intp) // th)[:, None] * grid + (
-        np.arange(ext.shape[1], dtype=np.intp) // tw)[None, :]
+    tile_id = (np.arange(pixel_rank.shape[0], dtype=np.intp) // th)[:, None] * grid + (
+        np.arange(pixel_rank.shape[1], dtype=np.intp) // tw)[None, :]
     tile_id *= n_v
-    tile_id += rank
+    tile_id += pixel_rank
     counts = np.bincount(tile_id.ravel(), minlength=n_tiles * n_v).reshape(n_tiles, n_v)
     if clip_limit > 0:
         np.minimum(counts, max(int(clip_limit * total / HIST_SIZE), 1), out=counts)
@@ -75,13 +76,11 @@ def _tables(ext: np.ndarray, present: np.ndarray, rank: np.ndarray, grid: int, c
         step = np.maximum(HIST_SIZE // np.maximum(residual, 1), 1)
         first = np.repeat(np.cumsum(residual) - residual, residual)
         level = (np.arange(first.size, dtype=np.int64) - first) * np.repeat(step, residual)
-        below = np.concatenate(([0], np.cumsum(present, dtype=np.intp)))  # present values < level
-        bin_ = np.repeat(np.arange(n_tiles, dtype=np.intp) * (n_v + 1), residual) + below[level]
+        bin_ = np.repeat(np.arange(n_tiles, dtype=np.intp) * (n_v + 1), residual) + rank[level]
         extra = np.bincount(bin_, minlength=n_tiles * (n_v + 1)).reshape(n_tiles, n_v + 1)
         counts += extra[:, :n_v]
     cum = np.cumsum(counts, axis=1)
     if batch.any():
-        values = np.flatnonzero(present)
         cum += batch[:, None] * (values[None, :] + 1)
     table = cum.astype(np.float32)
     table *= np.float32(HIST_SIZE - 1) / np.float32(total)
@@ -108,15 +107,15 @@ def clahe_u16(img: np.ndarray, clip_limit: float, grid: int) -> np.ndarray:
     values = np.flatnonzero(present)
     if grid * grid * values.size > MAX_TABLE_ENTRIES or ext.shape[0] < grid or ext.shape[1] < grid:
         return cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=(grid, grid)).apply(img)
-    rank_of = np.cumsum(present, dtype=np.intp) - 1
+    rank = np.concatenate(([0], np.cumsum(present, dtype=np.intp)))  # present values below each grey level
     th, tw = ext.shape[0] // grid, ext.shape[1] // grid
-    lut = _tables(ext, present, rank_of[ext], grid, float(clip_limit), th, tw).ravel()
+    lut = _tables(rank[ext], values, rank, grid, float(clip_limit), th, tw).ravel()
 
     y1, y2, ya = _axis_weights(h, th, grid)
     x1, x2, xa = _axis_weights(w, tw, grid)
     ya1, xa1 = np.float32(1.0) - ya, np.float32(1.0) - xa
     n_v = values.size
-    r = rank_of[img]
+    r = rank[img]
     row1, row2 = (y1 * grid * n_v)[:, None], (y2 * grid * n_v)[:, None]
     col1, col2 = (x1 * n_v)[None, :] + r, (x2 * n_v)[None, :] + r
     top = lut[row1 + col1] * xa1 + lut[row1 + col2] * xa
