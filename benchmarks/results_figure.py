@@ -14,12 +14,12 @@ with that slice's SEG; the script prints the same numbers as a table. Synthetic 
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from skimage.segmentation import find_boundaries
 
 ROOT = Path(__file__).resolve().parents[1]
 for _p in (ROOT / "SW", ROOT / "benchmarks", ROOT):
@@ -33,11 +33,7 @@ from efficientcellseg.ctc_io import read_frame, read_tiff  # noqa: E402
 from efficientcellseg.datasets import get_dataset  # noqa: E402
 from efficientcellseg.infer import build_segmenter, choose_calibration_frames, model_folders  # noqa: E402
 from efficientcellseg.preview import overlay_slice  # noqa: E402
-from skimage.segmentation import find_boundaries  # noqa: E402
 from evaluation.matching import seg_score  # noqa: E402
-
-log = logging.getLogger("efficientcellseg.benchmarks.results_figure")
-
 
 DENSE = 30
 """A slice with more annotated objects than this is shown as a ``WINDOW`` px crop around the truth's centre."""
