@@ -26,15 +26,17 @@ def first_truth(seq: Path) -> tuple[Path, Path, int | None]:
     return seq / f"t{gt.digits}.tif", gt.path, gt.z
 
 
-def model_set_segmenter(cfg: Any, models: Path) -> Any:
+def model_set_segmenter(cfg: Any, models: Path, adapt_to: Path | None = None) -> Any:
     """The CPU (ONNX Runtime) segmenter of dataset ``cfg`` from the model set ``models`` (its centre folder
-    when the dataset has one and the set holds it)."""
-    from efficientcellseg.infer import build_segmenter, model_folders
+    when the dataset has one and the set holds it). With ``adapt_to`` (a sequence folder), models that ask for
+    it get their normalisation adapted to that sequence's frames, as ``predict`` does."""
+    from efficientcellseg.infer import build_segmenter, choose_calibration_frames, model_folders
 
     found = model_folders(cfg, models)
     centers = found.get("centers")
     return build_segmenter(cfg.key, found["seg"], centers if centers and centers.is_dir() else None,
-                           backend="onnx", device="cpu")
+                           backend="onnx", device="cpu",
+                           adapt_frames=choose_calibration_frames(adapt_to) if adapt_to is not None else None)
 
 
 def figure_rows(doc: str, probe: Callable[[str, Path, Path], dict[str, Any]],

@@ -27,11 +27,10 @@ for _p in (ROOT / "SW", ROOT / "benchmarks", ROOT):
         sys.path.insert(0, str(_p))
 
 from classical import segment_classical  # noqa: E402
-from figure_cli import figure_rows, first_truth, pyplot, save_figure  # noqa: E402
+from figure_cli import figure_rows, first_truth, model_set_segmenter, pyplot, save_figure  # noqa: E402
 
 from efficientcellseg.ctc_io import read_frame, read_tiff  # noqa: E402
 from efficientcellseg.datasets import get_dataset  # noqa: E402
-from efficientcellseg.infer import build_segmenter, choose_calibration_frames, model_folders  # noqa: E402
 from efficientcellseg.preview import overlay_slice  # noqa: E402
 from evaluation.matching import seg_score  # noqa: E402
 
@@ -66,10 +65,7 @@ def probe(dataset: str, seq: Path, models: Path) -> dict[str, object]:
     raw_path, gt_path, z_gt = first_truth(seq)
     raw = read_frame(raw_path, max_z=cfg.max_z)
     truth = read_tiff(gt_path)
-    found = model_folders(cfg, models)
-    centers = found.get("centers")
-    seg = build_segmenter(cfg.key, found["seg"], centers if centers and centers.is_dir() else None,
-                          backend="onnx", device="cpu", adapt_frames=choose_calibration_frames(seq))
+    seg = model_set_segmenter(cfg, models, adapt_to=seq)
     methods = {"shipped": seg.segment(raw), "classical": segment_classical(raw, cfg.key)}
     if z_gt is None:  # full-volume truth: show the slice with the most annotated pixels
         z_gt = int(np.argmax((truth > 0).reshape(truth.shape[0], -1).sum(axis=1)))
