@@ -9,6 +9,10 @@ Two tables:
 * ``tuning``: the family A tuning sequences of ``benchmarks/tuning.py`` at each ``--scale``, optionally
   resampled by each of ``--magnifications`` first; this is where a default (or a model) would be chosen.
 
+A scale may be ``auto`` (``predict --scale auto``): chosen per frame (family B) or per sequence (tuning set, on
+its middle frame) by :func:`efficientcellseg.infer.frame_scale`, for each model set with its own
+``autoscale`` settings; the chosen scales are listed under the table.
+
 Every ``--models NAME=DIR`` (default ``shipped=models``; ``DIR`` holds the model folders under their usual names,
 as in ``benchmarks/accuracy.py``) gets its own column::
 
@@ -16,6 +20,7 @@ as in ``benchmarks/accuracy.py``) gets its own column::
     .venv/bin/python benchmarks/magnification.py tuning --dataset TRIC --scales 1 1.25 1.5
     .venv/bin/python benchmarks/magnification.py tuning --dataset TRIC --magnifications 0.6 1 \
         --models shipped=models --models zoom=runs/variants/tric_zoom
+    .venv/bin/python benchmarks/magnification.py family-b --dataset TRIC --pairs 0.6:1 0.6:auto 1:1 1:auto
 """
 
 from __future__ import annotations
@@ -38,16 +43,33 @@ import numpy as np  # noqa: E402
 log = logging.getLogger("efficientcellseg.benchmarks.magnification")
 
 
-def parse_pairs(items: Sequence[str]) -> list[tuple[float, float]]:
-    """``["0.6:1.667", ...]`` -> ``[(0.6, 1.667), ...]`` (magnification, scale); ValueError names a bad item."""
+Scale = float | str
+"""A ``--scale``: a number or ``"auto"``."""
+
+
+def parse_scale(text: str) -> Scale:
+    """``"auto"`` or a number > 0; ValueError otherwise."""
+    if text == "auto":
+        return text
+    s = float(text)
+    if not s > 0:
+        raise ValueError(f"scale {text!r} must be > 0 or auto")
+    return s
+
+
+def parse_pairs(items: Sequence[str]) -> list[tuple[float, Scale]]:
+    """``["0.6:1.667", "0.6:auto", ...]`` -> ``[(0.6, 1.667), (0.6, "auto"), ...]`` (magnification, scale);
+    ValueError names a bad item."""
     out = []
     for item in items:
         try:
-            m, s = (float(v) for v in item.split(":"))
+            m_text, s_text = item.split(":")
+            m, s = float(m_text), parse_scale(s_text)
         except ValueError:
-            raise ValueError(f"--pairs {item!r}: expected MAGNIFICATION:SCALE, e.g. 0.6:1.667") from None
-        if not (m > 0 and s > 0):
-            raise ValueError(f"--pairs {item!r}: both numbers must be > 0")
+            raise ValueError(f"--pairs {item!r}: expected MAGNIFICATION:SCALE with numbers > 0 (SCALE may be "
+                             "auto), e.g. 0.6:1.667") from None
+        if not m > 0:
+            raise ValueError(f"--pairs {item!r}: the magnification must be > 0")
         out.append((m, s))
     return out
 
@@ -85,7 +107,35 @@ def _segmenters(key: str, models: Mapping[str, Path], scale: float, adapt_frames
     return out
 
 
-def family_b_table(dataset: str, seeds: Sequence[int], pairs: Sequence[tuple[float, float]],
+class _Segmenters:
+    """Segmenters of every model set, built once per scale; ``auto`` resolved per frame with each set's own
+    ``autoscale`` settings (:func:`efficientcellseg.infer.frame_scale`)."""
+
+    def __init__(self, key: str, models: Mapping[str, Path], adapt_frames: Sequence[Any] | None = None) -> None:
+        self.key, self.models, self.adapt_frames = key, models, adapt_frames
+        self.built: dict[float, dict[str, Any]] = {}
+        self.chosen: list[str] = []
+
+    def at(self, scale: float) -> dict[str, Any]:
+        if scale not in self.built:
+            self.built[scale] = _segmenters(self.key, self.models, scale, self.adapt_frames)
+        return self.built[scale]
+
+    def for_frame(self, scale: Scale, raw: np.ndarray, tag: str) -> dict[str, Any]:
+        """``{name: Segmenter}`` at ``scale``; ``auto``: each set at the scale it chooses on ``raw``."""
+        if scale != "auto":
+            return self.at(float(scale))
+        from efficientcellseg.infer import frame_scale
+
+        out = {}
+        for name, seg in self.at(1.0).items():
+            s = frame_scale(seg, raw)
+            self.chosen.append(f"{tag} {name}: {s:g}")
+            out[name] = self.at(s)[name]
+        return out
+
+
+def family_b_table(dataset: str, seeds: Sequence[int], pairs: Sequence[tuple[float, Scale]],
                    models: Mapping[str, Path] | None = None) -> str:
     """Markdown: SEG of each model set and of the classical baseline per (magnification, scale)."""
     from classical import segment_classical
@@ -100,16 +150,15 @@ def family_b_table(dataset: str, seeds: Sequence[int], pairs: Sequence[tuple[flo
     names = list(models)
     lines = [f"| {key} magnification | --scale | " + " | ".join(f"{n} SEG" for n in names)
              + " | classical SEG | objects |", "|---|---|" + "---|" * (len(names) + 2)]
-    segs: dict[float, dict[str, Any]] = {}
+    segs = _Segmenters(key, models)
     classical: dict[float, float] = {}
     for m, s in pairs:
-        if s not in segs:
-            segs[s] = _segmenters(key, models, s)
         got: dict[str, list] = {n: [] for n in [*names, "classical"]}
         start = time.perf_counter()
-        for raw, truth in frames:
+        for seed, (raw, truth) in zip(seeds, frames, strict=True):
             r, t = magnify(raw, truth, m)
-            outs = [(n, segs[s][n].segment(r)) for n in names]
+            here = segs.for_frame(s, r, f"seed {seed} at {m:g}x")
+            outs = [(n, here[n].segment(r)) for n in names]
             if m not in classical:
                 outs.append(("classical", segment_classical(r, key)))
             for n, labels in outs:
@@ -118,13 +167,19 @@ def family_b_table(dataset: str, seeds: Sequence[int], pairs: Sequence[tuple[flo
         if m not in classical:
             classical[m] = pooled_seg(got["classical"])
         n_obj = sum(x.n_objects for x in got[names[0]])
-        lines.append(f"| {m:g} | {s:g} | " + " | ".join(f"{pooled_seg(got[n]):.3f}" for n in names)
+        lines.append(f"| {m:g} | {_fmt(s)} | " + " | ".join(f"{pooled_seg(got[n]):.3f}" for n in names)
                      + f" | {classical[m]:.3f} | {n_obj} |")
-        log.info("%s M=%g S=%g: %s (%.0f s)", key, m, s, lines[-1], time.perf_counter() - start)
-    return "\n".join(lines) + f"\n\nFamily B default frames, seeds {', '.join(map(str, seeds))}; SEG pooled.\n"
+        log.info("%s M=%g S=%s: %s (%.0f s)", key, m, _fmt(s), lines[-1], time.perf_counter() - start)
+    chosen = f"\n\n--scale auto chose: {'; '.join(segs.chosen)}." if segs.chosen else ""
+    return ("\n".join(lines) + f"\n\nFamily B default frames, seeds {', '.join(map(str, seeds))}; SEG pooled."
+            + chosen + "\n")
 
 
-def tuning_table(dataset: str, scales: Sequence[float], models: Mapping[str, Path] | None = None,
+def _fmt(scale: Scale) -> str:
+    return scale if isinstance(scale, str) else f"{scale:g}"
+
+
+def tuning_table(dataset: str, scales: Sequence[Scale], models: Mapping[str, Path] | None = None,
                  magnifications: Sequence[float] = (1.0,)) -> str:
     """Markdown: SEG of each model set on the family A tuning sequences, resampled by each magnification, at
     each scale."""
@@ -143,14 +198,18 @@ def tuning_table(dataset: str, scales: Sequence[float], models: Mapping[str, Pat
     specs = ensure_sequences(ROOT / "runs" / "tuning" / "data", key)
     lines = [f"| {key} tuning set: model | magnification | --scale | fixed | randomized | mean |",
              "|---|---|---|---|---|---|"]
+    chosen: list[str] = []
     for m in magnifications:
         for s in scales:
             acc: dict[str, dict[bool, list]] = {n: {False: [], True: []} for n in models}
-            for _tag, randomized, spec in specs:
+            for tag, randomized, spec in specs:
                 frames = {f.index: f for f in list_frames(spec.path)}
-                adapt = [p if m == 1.0 else rescale_frame(read_frame(p, max_z=max_z), m)
-                         for p in choose_calibration_frames(spec.path)]
-                segs = _segmenters(key, models, s, adapt)
+                picks = choose_calibration_frames(spec.path)
+                adapt = [p if m == 1.0 else rescale_frame(read_frame(p, max_z=max_z), m) for p in picks]
+                pool = _Segmenters(key, models, adapt)
+                middle = rescale_frame(read_frame(picks[len(picks) // 2], max_z=max_z), m)
+                segs = pool.for_frame(s, middle, f"{tag} at {m:g}x")
+                chosen += pool.chosen
                 gts = list_gt_files(spec.gt_dir)
                 for t in sorted({g.t for g in gts} & set(frames)):
                     raw = rescale_frame(read_frame(frames[t].path, max_z=max_z), m)
@@ -161,9 +220,11 @@ def tuning_table(dataset: str, scales: Sequence[float], models: Mapping[str, Pat
                                                for z, tr in here]
             for n in models:
                 f, r_ = pooled_seg(acc[n][False]), pooled_seg(acc[n][True])
-                lines.append(f"| {n} | {m:g} | {s:g} | {f:.4f} | {r_:.4f} | {(f + r_) / 2:.4f} |")
+                lines.append(f"| {n} | {m:g} | {_fmt(s)} | {f:.4f} | {r_:.4f} | {(f + r_) / 2:.4f} |")
                 log.info("%s", lines[-1])
-    return "\n".join(lines) + "\n\nSEG pooled over reference objects of the family A tuning sequences.\n"
+    auto = f"\n\n--scale auto chose: {'; '.join(chosen)}." if chosen else ""
+    return ("\n".join(lines) + "\n\nSEG pooled over reference objects of the family A tuning sequences." + auto
+            + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -177,7 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--pairs", nargs="+", default=["0.6:1", "0.6:1.667", "1:1", "1:1.25"],
                     help="family-b: MAGNIFICATION:SCALE pairs")
     ap.add_argument("--seeds", nargs="+", type=int, default=[531, 532], help="family-b: family B seeds")
-    ap.add_argument("--scales", nargs="+", type=float, default=[1.0, 1.25, 1.5], help="tuning: --scale values")
+    ap.add_argument("--scales", nargs="+", type=parse_scale, default=[1.0, 1.25, 1.5],
+                    help="tuning: --scale values (numbers or auto)")
     ap.add_argument("--magnifications", nargs="+", type=float, default=[1.0],
                     help="tuning: resample the tuning frames and truth by these first (e.g. 0.6 1)")
     ap.add_argument("--models", action="append", default=[], metavar="NAME=DIR",

@@ -11,7 +11,8 @@
 # paper's input exactly (docs/generalization.md). EFFICIENTCELLSEG_ADAPT=0 keeps the models' trained normalisation
 # statistics instead of adapting them to the sequence (predict --no-adapt; A549-SIM's model adapts).
 # EFFICIENTCELLSEG_SCALE=S resamples every frame in xy by S (0.25-4) before the network, the masks back to the frame's
-# size (predict --scale): S > 1 for objects smaller in pixels than the models' training data (README "Object size").
+# size (predict --scale): S > 1 for objects smaller in pixels than the models' training data (README "Object size");
+# EFFICIENTCELLSEG_SCALE=auto lets the network choose S per sequence (TRIC).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dataset="$1"; folder="$2"
@@ -43,7 +44,7 @@ case "$adapt" in
   *) echo "error: EFFICIENTCELLSEG_ADAPT=$adapt is not 0 or 1" >&2; exit 2 ;;
 esac
 scale="${EFFICIENTCELLSEG_SCALE:-1}"
-[[ "$scale" =~ ^[0-9]*\.?[0-9]+$ ]] || { echo "error: EFFICIENTCELLSEG_SCALE=$scale is not a number (e.g. 1.5)" >&2; exit 2; }
+[[ "$scale" =~ ^[0-9]*\.?[0-9]+$ || "$scale" == auto ]] || { echo "error: EFFICIENTCELLSEG_SCALE=$scale is not a number (e.g. 1.5) or auto" >&2; exit 2; }
 seq="$3"; root="${4:-$here/..}"
 input="$root/$folder/$seq"
 [ -d "$input" ] || { echo "error: input folder $input does not exist (expected ROOT/${folder}/${seq})" >&2; exit 2; }

@@ -120,6 +120,9 @@ def test_cluster_masks_identical_mda231(seqs, client, tmp_path) -> None:
     reports = predict_distributed("MDA231", [seqs["MDA231"]], [tmp_path / "dask"], client, threads=1)
     assert [r.n_frames for r in reports] == [3]
     _same_masks(ref, tmp_path / "dask")
+    # --scale auto is chosen on the client, per sequence: 1 for a dataset resized whole to the network
+    predict_distributed("MDA231", [seqs["MDA231"]], [tmp_path / "auto"], client, threads=1, scale="auto")
+    _same_masks(ref, tmp_path / "auto")
 
 
 def test_cluster_masks_identical_a549_two_sequences(seqs, client, a549_serial, tmp_path) -> None:

@@ -15,6 +15,9 @@ import magnification  # noqa: E402
 
 def test_parse_pairs() -> None:
     assert magnification.parse_pairs(["0.6:1.667", "1:1"]) == [(0.6, 1.667), (1.0, 1.0)]
+    assert magnification.parse_pairs(["0.6:auto"]) == [(0.6, "auto")]
+    with pytest.raises(ValueError, match="MAGNIFICATION:SCALE"):
+        magnification.parse_pairs(["0.6:0"])
     with pytest.raises(ValueError, match="MAGNIFICATION:SCALE"):
         magnification.parse_pairs(["0.6"])
     with pytest.raises(ValueError, match="> 0"):

@@ -233,3 +233,24 @@ def test_scale_variable_reaches_predict(tmp_path, untrained_models) -> None:
     _assert_one_line_error(res, "EFFICIENTCELLSEG_SCALE=big", "not a number")
     res = _run("run_TRIC.sh", "01", str(tmp_path), models=untrained_models, EFFICIENTCELLSEG_SCALE="9")
     _assert_one_line_error(res, "--scale", "0.25 to 4")
+
+
+def test_scale_auto_reaches_predict(tmp_path, untrained_models) -> None:
+    """EFFICIENTCELLSEG_SCALE=auto becomes predict --scale auto: one clear error line for a model without an
+    autoscale reference; with one, the log names the chosen scale and the masks keep the frames' size."""
+    import shutil
+
+    from efficientcellseg.weights import update_config
+
+    ds = _tric_tree(tmp_path / "data")
+    res = _run("run_TRIC.sh", "01", str(tmp_path / "data"), models=untrained_models, EFFICIENTCELLSEG_SCALE="auto")
+    _assert_one_line_error(res, "TRIC-seg", "autoscale.reference")
+    models = tmp_path / "models"
+    shutil.copytree(untrained_models, models)
+    update_config(models / "TRIC-seg", {"autoscale": {"reference": 1.0}})
+    res = _run("run_TRIC.sh", "01", str(tmp_path / "data"), models=models, EFFICIENTCELLSEG_SCALE="auto")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "--scale auto: " in res.stderr
+    raw = tifffile.imread(ds / "01" / "t000.tif")
+    m = tifffile.imread(ds / "01_RES" / "mask000.tif")
+    assert m.dtype == np.uint16 and m.shape == raw.shape

@@ -22,6 +22,16 @@ log = logging.getLogger("efficientcellseg.cli")
 DATASET_CHOICES = sorted(DATASETS)
 
 
+def _scale_arg(value: str) -> float | str:
+    """``--scale``: ``auto`` or a number (its range is checked where the models are built, one error line)."""
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number from 0.25 to 4, got {value!r}") from None
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("-v", "--verbose", action="count", default=0, help="more log output (DEBUG)")
@@ -67,10 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-adapt", dest="adapt", action="store_false",
                    help="keep the models' trained normalisation statistics instead of adapting them to 3 frames "
                         "of each sequence (config.json key norm_adaptation; A549-SIM's model asks for it)")
-    p.add_argument("--scale", type=float, default=1.0, metavar="S",
+    p.add_argument("--scale", type=_scale_arg, default=1.0, metavar="S|auto",
                    help="resample every frame in xy by S (0.25-4) before the network and the masks back to the "
                         "frame's size: S > 1 when your objects are smaller in pixels than the models' training data "
-                        "(the shipped TRIC model: nuclei about 14 px across at their widest), S < 1 when larger (default 1)")
+                        "(the shipped TRIC model: nuclei about 14 px across at their widest), S < 1 when larger "
+                        "(default 1); auto: chosen per sequence by the network (tiled datasets, i.e. TRIC; README "
+                        "'Object size')")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--preview", type=Path, default=None, help="write PNG overlays of a few slices into this folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing masks (default: replace as well; "

@@ -46,6 +46,7 @@ from efficientcellseg.infer import (
     folder_gives_centres,
     resolve_model_dir,
     segment_frame_file,
+    sequence_scale,
     wants_adaptation,
 )
 from efficientcellseg.log import PACKAGE_LOGGER, progress, setup_logging
@@ -261,7 +262,7 @@ def predict_distributed(
     calibrate: Path | None = None,
     denoise: bool = True,
     adapt: bool = True,
-    scale: float = 1.0,
+    scale: float | str = 1.0,
 ) -> list[PredictReport]:
     """Segment every frame of the sequences ``inputs`` into ``outputs`` (paired by position) on a Dask cluster.
 
@@ -273,10 +274,12 @@ def predict_distributed(
     ``precision="int8"`` calibrates once for the whole run, on frames of ``calibrate`` (a sequence folder),
     by default of the first input sequence. ``adapt``: models that ask for it adapt their normalisation to
     frames of each sequence (chosen here; a worker builds one segmenter per sequence then), as
-    :func:`~efficientcellseg.infer.predict_sequence` does; so does ``scale``.
+    :func:`~efficientcellseg.infer.predict_sequence` does; so does ``scale`` (``"auto"``: chosen here, per sequence,
+    by :func:`~efficientcellseg.infer.sequence_scale`).
     """
+    auto = scale == "auto"
     try:
-        scale = check_scale(scale)
+        scale = 1.0 if auto else check_scale(scale)
     except ValueError as exc:
         raise ModelError(f"--scale: {exc}") from None
     if len(inputs) != len(outputs):
@@ -294,6 +297,10 @@ def predict_distributed(
     if adapt and wants_adaptation(get_dataset(dataset), model_dir, centers_model_dir):
         per_seq = [replace(opts, adapt_frames=tuple(str(f.resolve()) for f in choose_calibration_frames(Path(i))))
                    for i in inputs]
+    if auto:
+        per_seq = [replace(o, scale=sequence_scale(dataset, list_frames(Path(i)), model_dir, centers_model_dir,
+                                                   device, backend, denoise))
+                   for o, i in zip(per_seq, inputs, strict=True)]
     verbose = logging.getLogger(PACKAGE_LOGGER).getEffectiveLevel() < logging.INFO
     own = not isinstance(scheduler, Client)
     if own:

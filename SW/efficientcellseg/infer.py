@@ -297,6 +297,9 @@ class Segmenter:
     scale: float = 1.0
     """The raw frame is resampled in xy by this factor before everything else and the labels back to the frame's
     size afterwards (:func:`~efficientcellseg.preprocess.rescale_frame`; 1: as recorded)."""
+    autoscale: dict[str, float] | None = None
+    """The segmentation model's ``config.json`` key ``autoscale`` (``reference``, optional ``min``) for
+    ``--scale auto`` (:func:`sequence_scale`); None: the model has none."""
 
     def probabilities(self, raw: np.ndarray, all_slices: bool = False) -> dict[str, Any]:
         """Network outputs (``seg`` and, for MDA231, ``centers``) as (Z, Y, X) float32 in [0, 1].
@@ -511,9 +514,58 @@ def build_segmenter(
         batch_size = 16 if dev.type == "cuda" else 1
     if batch_size < 1:
         raise ModelError(f"--batch-size must be >= 1, got {batch_size}")
+    auto = models["seg"].config.get("autoscale")
     return Segmenter(cfg, runners, params, dev, batch_size, pseudocolor=pseudo.pop(), shared_forward=two_outputs,
                      denoise=denoise_settings, timer=timer, folders=tuple(Path(m.folder) for m in models.values()),
-                     scale=scale)
+                     scale=scale, autoscale=dict(auto) if isinstance(auto, dict) else None)
+
+
+def sequence_scale(dataset: str, frames: Sequence[Path], model_dir: Path | None = None,
+                   centers_model_dir: Path | None = None, device: str = "auto", backend: str = "auto",
+                   denoise: bool = True) -> float:
+    """``--scale auto``: the scale that brings a sequence's objects to the size the network was trained on.
+
+    :func:`frame_scale` of the middle one of :func:`choose_calibration_frames` ``(frames)``, with the network in
+    fp32 and its trained normalisation statistics. Datasets whose slices are resized whole to the network (MDA231,
+    A549-SIM) get 1 with a warning: their network input does not depend on the scale.
+    """
+    cfg = get_dataset(dataset)
+    if cfg.tile_size is None:
+        log.warning("%s: --scale auto applies to tiled datasets (TRIC); %s resizes every slice whole to the "
+                    "network, so the scale is 1 (give --scale S to change its post-processing's pixel sizes)",
+                    cfg.key, cfg.key)
+        return 1.0
+    seg = build_segmenter(dataset, model_dir, centers_model_dir, device, backend, denoise=denoise)
+    picks = choose_calibration_frames(frames)
+    return frame_scale(seg, read_frame(picks[len(picks) // 2], max_z=cfg.max_z))
+
+
+def frame_scale(seg: Segmenter, raw: np.ndarray) -> float:
+    """The scale that :mod:`efficientcellseg.autoscale` chooses on one raw (Z, Y, X) frame with ``seg``'s network.
+
+    A window of the frame is run at each of :data:`~efficientcellseg.autoscale.CANDIDATES`; the least undecided
+    scale divided by the model's ``autoscale.reference`` is the result, at least ``autoscale.min``.
+    """
+    from dataclasses import replace
+
+    from efficientcellseg.autoscale import least_ambiguous, probe_window, relative_scale
+
+    auto = seg.autoscale or {}
+    if "reference" not in auto:
+        raise ModelError(f"{seg.folders[0] if seg.folders else 'the model'}: config.json has no "
+                         "autoscale.reference, so --scale auto cannot be used with this model; give --scale S "
+                         "(S > 1 for objects smaller than the training data's)")
+    with seg.timer.stage("autoscale"):
+        best, ratios = least_ambiguous(lambda w, s: replace(seg, scale=s).probabilities(w)["seg"],
+                                       [probe_window(raw)])
+    try:
+        scale = max(relative_scale(best, float(auto["reference"])), float(auto.get("min", 0.25)))
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{seg.folders[0]}: config.json autoscale: {exc}") from None
+    log.info("%s: --scale auto: %g (least undecided at %g, model reference %g; undecided per foreground pixel %s)",
+             seg.cfg.key, scale, best, float(auto["reference"]),
+             ", ".join(f"{s:g}: {r:.3f}" for s, r in ratios.items()))
+    return scale
 
 
 def wants_adaptation(cfg: DatasetConfig, model_dir: Path | None = None, centers_model_dir: Path | None = None
@@ -633,7 +685,7 @@ def predict_sequence(
     calibrate: Path | None = None,
     denoise: bool = True,
     adapt: bool = True,
-    scale: float = 1.0,
+    scale: float | str = 1.0,
 ) -> PredictReport:
     """Segment every frame of a CTC sequence folder and write ``maskTTT.tif`` files into ``output_dir``.
 
@@ -646,7 +698,7 @@ def predict_sequence(
     by default of ``input_dir`` itself. ``denoise=False``: see :func:`build_segmenter`. ``adapt``: models
     that ask for it adapt their normalisation to :data:`CALIBRATION_FRAMES` frames of ``input_dir``
     (:mod:`efficientcellseg.adapt`); ``False`` keeps the trained statistics. ``scale``: see
-    :func:`build_segmenter` (the masks keep the frames' size).
+    :func:`build_segmenter` (the masks keep the frames' size); ``"auto"``: :func:`sequence_scale` of the sequence.
     """
     from efficientcellseg.cpu_threads import set_threads
 
@@ -664,8 +716,10 @@ def predict_sequence(
         calib = choose_calibration_frames(calibrate) if calibrate is not None else own
     elif calibrate is not None:
         log.warning("--calibrate %s is ignored: it applies to --precision int8 only", calibrate)
+    if scale == "auto":
+        scale = sequence_scale(dataset, frames, model_dir, centers_model_dir, device, backend, denoise)
     seg = build_segmenter(dataset, model_dir, centers_model_dir, device, backend, batch_size, precision, calib,
-                          denoise, own if adapt else None, scale)
+                          denoise, own if adapt else None, float(scale))
     if overlap is None:
         overlap = seg.device.type == "cuda"
     log.info("%s: %d frames from %s on %s (batch %d%s), model %s", cfg.key, len(frames), input_dir, seg.device,
