@@ -551,17 +551,17 @@ def frame_scale(seg: Segmenter, raw: np.ndarray) -> float:
     from efficientcellseg.autoscale import least_ambiguous, probe_window, relative_scale
 
     auto = seg.autoscale or {}
+    where = seg.folders[0] if seg.folders else "the model"
     if "reference" not in auto:
-        raise ModelError(f"{seg.folders[0] if seg.folders else 'the model'}: config.json has no "
-                         "autoscale.reference, so --scale auto cannot be used with this model; give --scale S "
-                         "(S > 1 for objects smaller than the training data's)")
+        raise ModelError(f"{where}: config.json has no autoscale.reference, so --scale auto cannot be used with "
+                         "this model; give --scale S (S > 1 for objects smaller than the training data's)")
     with seg.timer.stage("autoscale"):
         best, ratios = least_ambiguous(lambda w, s: replace(seg, scale=s).probabilities(w)["seg"],
                                        [probe_window(raw)])
     try:
         scale = max(relative_scale(best, float(auto["reference"])), float(auto.get("min", 0.25)))
     except (TypeError, ValueError) as exc:
-        raise ModelError(f"{seg.folders[0]}: config.json autoscale: {exc}") from None
+        raise ModelError(f"{where}: config.json autoscale: {exc}") from None
     log.info("%s: --scale auto: %g (least undecided at %g, model reference %g; undecided per foreground pixel %s)",
              seg.cfg.key, scale, best, float(auto["reference"]),
              ", ".join(f"{s:g}: {r:.3f}" for s, r in ratios.items()))
