@@ -121,10 +121,13 @@ class _Segmenters:
             self.built[scale] = _segmenters(self.key, self.models, scale, self.adapt_frames)
         return self.built[scale]
 
-    def for_frame(self, scale: Scale, raw: np.ndarray, tag: str) -> dict[str, Any]:
-        """``{name: Segmenter}`` at ``scale``; ``auto``: each set at the scale it chooses on ``raw``."""
+    def for_frame(self, scale: Scale, raw: np.ndarray | None, tag: str) -> dict[str, Any]:
+        """``{name: Segmenter}`` at ``scale``; ``auto``: each set at the scale it chooses on ``raw`` (needed only
+        then)."""
         if scale != "auto":
             return self.at(float(scale))
+        if raw is None:
+            raise ValueError("--scale auto needs a frame to choose the scale on")
         from efficientcellseg.infer import frame_scale
 
         out = {}
@@ -207,7 +210,8 @@ def tuning_table(dataset: str, scales: Sequence[Scale], models: Mapping[str, Pat
                 picks = choose_calibration_frames(spec.path)
                 adapt = [p if m == 1.0 else rescale_frame(read_frame(p, max_z=max_z), m) for p in picks]
                 pool = _Segmenters(key, models, adapt)
-                middle = rescale_frame(read_frame(picks[len(picks) // 2], max_z=max_z), m)
+                middle = (rescale_frame(read_frame(picks[len(picks) // 2], max_z=max_z), m) if s == "auto"
+                          else None)  # read only for auto
                 segs = pool.for_frame(s, middle, f"{tag} at {m:g}x")
                 chosen += pool.chosen
                 gts = list_gt_files(spec.gt_dir)
