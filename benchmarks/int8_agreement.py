@@ -57,8 +57,10 @@ def agreement_rows(specs: Sequence[tuple[str, str, Path]], models: Path | None, 
         for frame in list_frames(seq)[:frames]:
             raw = read_frame(frame.path, max_z=cfg.max_z)
             a, b = exact.segment(raw), fast.segment(raw)
+            check = fast.int8_checks.get("seg") or {}
             row = {"tag": tag, "dataset": cfg.key, "seq": str(seq), "t": frame.index,
-                   "iou": foreground_iou(a, b), "objects_fp32": int(a.max()), "objects_int8": int(b.max())}
+                   "iou": foreground_iou(a, b), "objects_fp32": int(a.max()), "objects_int8": int(b.max()),
+                   "network_iou": check.get("foreground_iou")}
             gts = [g for g in truth if g.t == frame.index]
             arrays = [read_gt(g) for g in gts]  # read once, scored for both precisions
             for name, labels in (("fp32", a), ("int8", b)):
@@ -73,11 +75,13 @@ def format_table(rows: Sequence[dict]) -> str:
     def f(v: float | None) -> str:
         return "-" if v is None else f"{v:.3f}"
 
-    lines = ["| dataset | family | sequence | frame | foreground IoU int8 vs fp32 | objects fp32 / int8 | SEG fp32 / int8 |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | family | sequence | frame | foreground IoU int8 vs fp32 | objects fp32 / int8 | SEG fp32 / int8 "
+             "| network IoU on the calibration inputs (int8's self-check) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['dataset']} | {r['tag']} | `{r['seq']}` | {r['t']} | {r['iou']:.4f} | "
-                     f"{r['objects_fp32']} / {r['objects_int8']} | {f(r['seg_fp32'])} / {f(r['seg_int8'])} |")
+                     f"{r['objects_fp32']} / {r['objects_int8']} | {f(r['seg_fp32'])} / {f(r['seg_int8'])} | "
+                     f"{f(r.get('network_iou'))} |")
     worst = {}
     for r in rows:
         worst[r["dataset"]] = min(worst.get(r["dataset"], 1.0), r["iou"])

@@ -26,12 +26,12 @@ def test_foreground_iou_ignores_label_values() -> None:
 
 def test_table_flags_datasets_below_the_target() -> None:
     rows = [{"tag": "A-fixed", "dataset": "MDA231", "seq": "s", "t": 0, "iou": 0.995, "objects_fp32": 5,
-             "objects_int8": 5, "seg_fp32": 0.8, "seg_int8": 0.79},
+             "objects_int8": 5, "seg_fp32": 0.8, "seg_int8": 0.79, "network_iou": 0.9712},
             {"tag": "B-dim", "dataset": "TRIC", "seq": "s2", "t": 0, "iou": 0.98, "objects_fp32": 9,
              "objects_int8": 8, "seg_fp32": None, "seg_int8": None}]
     text = format_table(rows)
-    assert "| MDA231 | A-fixed | `s` | 0 | 0.9950 | 5 / 5 | 0.800 / 0.790 |" in text
-    assert "| TRIC | B-dim | `s2` | 0 | 0.9800 | 9 / 8 | - / - |" in text
+    assert "| MDA231 | A-fixed | `s` | 0 | 0.9950 | 5 / 5 | 0.800 / 0.790 | 0.971 |" in text
+    assert "| TRIC | B-dim | `s2` | 0 | 0.9800 | 9 / 8 | - / - | - |" in text  # no recorded self-check
     assert text.endswith("MDA231 0.9950, TRIC 0.9800 (NOT met)")
 
 

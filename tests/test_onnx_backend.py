@@ -14,7 +14,9 @@ from efficientcellseg.datasets import get_dataset
 from efficientcellseg.errors import ModelError
 from efficientcellseg.infer import (TorchRunner, build_segmenter, choose_calibration_frames, int8_calibration,
                                     network_inputs, predict_slices)
-from efficientcellseg.onnx_backend import Calibration, OnnxRunner, export_onnx, int8_path, quantize_onnx
+from efficientcellseg import onnx_backend
+from efficientcellseg.onnx_backend import (Calibration, OnnxRunner, agreement_path, export_onnx, int8_path,
+                                           output_agreement, quantize_onnx, read_agreement)
 from efficientcellseg.pseudocolor import pseudocolor_stack
 from efficientcellseg.weights import create_untrained_model_folder, load_model_folder
 
@@ -110,6 +112,47 @@ def test_quantised_once_per_calibration_and_reused(tmp_path) -> None:
     run = OnnxRunner(load_model_folder(folder), int8=True, calibration=cal)
     assert run.precision == "int8" and calls == [1] and path.stat().st_mtime_ns == stamp
     assert run(torch.rand(1, 3, 384, 384)).shape == (1, 384, 384)
+    assert run.agreement == read_agreement(path) and run.agreement["inputs"] == 2
+
+
+def test_output_agreement_golden() -> None:
+    """Pooled foreground IoU at 0.5 over all inputs (channel 0 of two-channel outputs), mean and largest |diff|."""
+    a = [np.array([[[0.9, 0.6], [0.1, 0.2]]]), np.array([[[0.7, 0.0], [0.0, 0.0]]])]
+    b = [np.array([[[0.8, 0.4], [0.1, 0.6]]]), np.array([[[0.7, 0.0], [0.0, 0.0]]])]
+    got = output_agreement(a, b, "seg")
+    assert got["foreground_iou"] == pytest.approx(2 / 4)  # 0.9/0.8 and 0.7/0.7 shared; 0.6/0.4, 0.2/0.6 not
+    assert got["mean_abs_diff"] == pytest.approx((0.1 + 0.2 + 0.4) / 8)
+    assert got["max_abs_diff"] == pytest.approx(0.4) and got["inputs"] == 2
+    two = [np.stack([x, 1 - x], axis=1) for x in a], [np.stack([x, 1 - x], axis=1) for x in b]  # (1, 2, 2, 2)
+    assert output_agreement(*two, "seg_centers")["foreground_iou"] == pytest.approx(0.5)
+    assert output_agreement(a, b, "centers")["foreground_iou"] is None  # a heatmap has no foreground
+    assert output_agreement([np.zeros((1, 2, 2))], [np.zeros((1, 2, 2))], "seg")["foreground_iou"] == 1.0
+    with pytest.raises(ValueError, match="must have one shape"):
+        output_agreement(a, [np.zeros((1, 3, 3))] * 2, "seg")
+
+
+def test_int8_checks_itself_against_fp32_on_the_calibration_inputs(tmp_path, caplog, monkeypatch) -> None:
+    """Quantising records the int8 graph's agreement with fp32 on the calibration inputs; the record equals the
+    agreement of the two runners on those inputs, and loading warns when it is below AGREEMENT_WARN."""
+    folder = create_untrained_model_folder(tmp_path / "A549-SIM-seg", "A549-SIM", seed=1)
+    frame = _frame_file(tmp_path / "seq" / "t000.tif", 5)
+    cal = int8_calibration([frame], get_dataset("A549-SIM"), n_inputs=3)
+    path = quantize_onnx(load_model_folder(folder), cal)
+    record = read_agreement(path)
+    assert agreement_path(path).is_file() and record["inputs"] == 3 and cal.description in record["calibration"]
+    xs = torch.from_numpy(np.stack([np.asarray(x, np.float32) for x in cal.inputs()]))
+    fp32 = OnnxRunner(load_model_folder(folder))(xs).numpy()
+    with caplog.at_level("INFO", logger="efficientcellseg.onnx_backend"):
+        int8 = OnnxRunner(load_model_folder(folder), int8=True, calibration=cal)
+    assert "int8 vs fp32 foreground IoU" in caplog.text and "WARNING" not in [r.levelname for r in caplog.records]
+    again = output_agreement(list(fp32[:, None]), list(int8(xs).numpy()[:, None]), "seg")
+    assert record["foreground_iou"] == pytest.approx(again["foreground_iou"], abs=1e-3)
+    assert record["mean_abs_diff"] == pytest.approx(again["mean_abs_diff"], rel=1e-3, abs=1e-6)
+    monkeypatch.setattr(onnx_backend, "AGREEMENT_WARN", record["foreground_iou"] + 1e-6)
+    caplog.clear()
+    OnnxRunner(load_model_folder(folder), int8=True, calibration=cal)
+    assert any(r.levelname == "WARNING" and "int8 moves this network's output" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_ranges_merged_per_input_equal_onnx_runtimes_own(tmp_path) -> None:

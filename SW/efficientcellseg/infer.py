@@ -300,6 +300,9 @@ class Segmenter:
     autoscale: dict[str, float] | None = None
     """The segmentation model's ``config.json`` key ``autoscale`` (``reference``, optional ``min``) for
     ``--scale auto`` (:func:`sequence_scale`); None: the model has none."""
+    int8_checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """int8: per network (``seg``, ``centers``), its recorded check against fp32 on the calibration inputs
+    (:func:`~efficientcellseg.onnx_backend.output_agreement`); empty for fp32."""
 
     def probabilities(self, raw: np.ndarray, all_slices: bool = False) -> dict[str, Any]:
         """Network outputs (``seg`` and, for MDA231, ``centers``) as (Z, Y, X) float32 in [0, 1].
@@ -506,10 +509,12 @@ def build_segmenter(
                     "back; exact fp32 (the default) or --no-adapt avoid it")
     with timer.stage("adapt") if adapted else contextlib.nullcontext():
         if two_outputs:
-            runners = SharedOutputs(make_runner(models["seg"], dev, backend, precision, calibration),
-                                    ("seg", "centers")).outputs()
+            shared = make_runner(models["seg"], dev, backend, precision, calibration)
+            checks = {"seg": getattr(shared, "agreement", None)}
+            runners = SharedOutputs(shared, ("seg", "centers")).outputs()
         else:
             runners = {t: make_runner(m, dev, backend, precision, calibration) for t, m in models.items()}
+            checks = {t: getattr(r, "agreement", None) for t, r in runners.items()}
     if batch_size is None:
         batch_size = 16 if dev.type == "cuda" else 1
     if batch_size < 1:
@@ -517,7 +522,8 @@ def build_segmenter(
     auto = models["seg"].config.get("autoscale")
     return Segmenter(cfg, runners, params, dev, batch_size, pseudocolor=pseudo.pop(), shared_forward=two_outputs,
                      denoise=denoise_settings, timer=timer, folders=tuple(Path(m.folder) for m in models.values()),
-                     scale=scale, autoscale=dict(auto) if isinstance(auto, dict) else None)
+                     scale=scale, autoscale=dict(auto) if isinstance(auto, dict) else None,
+                     int8_checks={t: c for t, c in checks.items() if c is not None})
 
 
 def sequence_scale(dataset: str, frames: Sequence[Path], model_dir: Path | None = None,

@@ -21,6 +21,12 @@ keyed by the calibration frames' sha256 and the fp32 export's sha256: other fram
 frames reuse it. Quantising is deterministic for the same frames. It runs about 1.8x faster than fp32 on CPUs
 with 8-bit dot-product instructions (AVX512-VNNI, AVX-VNNI) and changes masks slightly (measured in
 benchmarks/RESULTS.md); the default stays exact fp32.
+
+How much it changes them depends on the data (dim, noisy frames more), so quantising also checks itself on the
+user's data: the int8 graph's foreground (output > 0.5) against the fp32 graph's on up to
+:data:`AGREEMENT_INPUTS` of the calibration inputs (the fp32 outputs come free with the calibration pass). The
+figure is stored beside the cached file (``.agreement.json``), logged whenever the file is loaded, and a warning
+says so when it is below :data:`AGREEMENT_WARN`.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from __future__ import annotations
 import atexit
 import copy
 import hashlib
+import itertools
+import json
 import logging
 import os
 import shutil
@@ -36,7 +44,7 @@ import uuid
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -65,6 +73,13 @@ EXPORT_VERSION = 2
 """Bumped whenever the exported graph changes, so old cache files are not reused."""
 INT8_VERSION = 3
 """Bumped whenever the int8 quantisation or the way its calibration inputs are made changes."""
+AGREEMENT_INPUTS = 12
+"""At most this many calibration inputs (evenly spaced) check the int8 graph against fp32 after quantising."""
+AGREEMENT_WARN = 0.95
+"""Foreground IoU of the int8 and fp32 network outputs on the calibration inputs below which loading the int8
+graph warns. Network outputs at 0.5, not masks: on 12 sequences of both families (benchmarks/RESULTS.md,
+2026-12-07) the one below it (TRIC family B dim, 0.947) is the one whose masks moved most (IoU 0.867); the others
+were 0.952-0.994 with masks at 0.957-1.000."""
 
 
 @dataclass(frozen=True)
@@ -351,11 +366,55 @@ def int8_path(model: LoadedModel, calibration: Calibration) -> Path:
     return fp32.with_name(fp32.stem + f"-int8v{INT8_VERSION}-{key[:16]}.onnx")
 
 
+def agreement_path(int8_file: Path) -> Path:
+    """The record of the int8 file's check against fp32 (:func:`quantize_onnx`), beside it."""
+    return int8_file.with_name(int8_file.stem + ".agreement.json")
+
+
+def read_agreement(int8_file: Path) -> dict[str, Any] | None:
+    """The int8 file's recorded check against fp32, or None (not recorded, e.g. a file of an older version)."""
+    try:
+        return json.loads(agreement_path(int8_file).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def output_agreement(fp32: Sequence[np.ndarray], int8: Sequence[np.ndarray], task: str) -> dict[str, Any]:
+    """How far the int8 network outputs are from fp32 on the same inputs: pooled foreground IoU at 0.5 (channel
+    0; a ``centers`` heatmap has no foreground, so None there), and the mean and largest absolute difference."""
+    a = np.stack([np.asarray(x, np.float32) for x in fp32])
+    b = np.stack([np.asarray(x, np.float32) for x in int8])
+    if a.shape != b.shape:
+        raise ValueError(f"fp32 outputs {a.shape} and int8 outputs {b.shape} must have one shape")
+    diff = np.abs(a - b)
+    iou = None
+    if task != "centers":
+        fa, fb = ((v[:, :, 0] if v.ndim == 5 else v) > 0.5 for v in (a, b))  # (N, 1, C, S, S): channel 0
+        union = int((fa | fb).sum())
+        iou = 1.0 if union == 0 else float((fa & fb).sum() / union)
+    return {"foreground_iou": iou, "mean_abs_diff": float(diff.mean()), "max_abs_diff": float(diff.max()),
+            "inputs": int(a.shape[0])}
+
+
+def _check_int8(int8_file: str | os.PathLike, inputs: Sequence[np.ndarray], fp32_outputs: Sequence[np.ndarray],
+                task: str) -> dict[str, Any]:
+    """:func:`output_agreement` of the int8 graph in ``int8_file`` against ``fp32_outputs`` on ``inputs``."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.enable_cpu_mem_arena = False  # a short check: no arena kept beside the runner's own session
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(int8_file), opts, providers=["CPUExecutionProvider"])
+    return output_agreement(fp32_outputs, [session.run(None, {"x": x})[0] for x in inputs], task)
+
+
 def quantize_onnx(model: LoadedModel | str | os.PathLike, calibration: Calibration) -> Path:
     """Static int8 quantisation of the model's cached ONNX export (see the module notes); returns its path.
 
     Memory: the calibration inputs are made first (one frame at a time; only the chosen inputs are kept, ~1.8 MB
     each) and the frames freed before ONNX Runtime's calibration session runs, so the two peaks never add up.
+    The check against fp32 (:func:`output_agreement`, recorded in :func:`agreement_path`) runs after the
+    calibration session is gone.
     """
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -391,13 +450,18 @@ def quantize_onnx(model: LoadedModel | str | os.PathLike, calibration: Calibrati
     hint = _DropMessage("pre-processing before quantization")  # advice on the root logger: not for our users
     logging.getLogger().addFilter(hint)
     try:
+        check = _spaced(len(inputs), AGREEMENT_INPUTS)
         with tempfile.TemporaryDirectory(prefix=".calibrate.", dir=path.parent) as work:
             ranges = Path(work) / "ranges.json"
-            _calibrate_ranges(fp32, _Reader(), Path(work) / "augmented.onnx", ranges)
+            outputs = _calibrate_ranges(fp32, _Reader(), Path(work) / "augmented.onnx", ranges, keep=check)
             quantize_static(str(fp32), tmp, None, quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, per_channel=True, calibrate_method=CalibrationMethod.MinMax,
                             calibration_cache_path=str(ranges))
         shutil.copymode(fp32, tmp)  # mkstemp makes the file private; give it the export's permissions
+        if outputs:
+            record = _check_int8(tmp, [inputs[i] for i in check], outputs, str(model.config.get("task", "seg")))
+            record["calibration"] = calibration.description
+            _write_json_atomic(agreement_path(path), record)
         os.replace(tmp, path)
     finally:
         logging.getLogger().removeFilter(hint)
@@ -405,9 +469,26 @@ def quantize_onnx(model: LoadedModel | str | os.PathLike, calibration: Calibrati
     return path
 
 
-def _calibrate_ranges(fp32: Path, reader: Any, augmented: Path, out: Path) -> None:
+def _spaced(n: int, k: int) -> list[int]:
+    """Up to ``k`` indices evenly spaced over ``range(n)``, first and last included."""
+    return sorted({int(i) for i in np.linspace(0, n - 1, min(n, k)).round()}) if n > 0 else []
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".agreement.", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=1)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _calibrate_ranges(fp32: Path, reader: Any, augmented: Path, out: Path,
+                      keep: Sequence[int] = ()) -> list[np.ndarray]:
     """Min/max activation ranges of ``fp32`` over the reader's inputs (ONNX Runtime's MinMax calibrator), saved as
-    a calibration cache for ``quantize_static``.
+    a calibration cache for ``quantize_static``. Returns the fp32 network outputs of the inputs numbered ``keep``
+    (in order; empty when this ONNX Runtime's calibrator is not the one this was written against).
 
     ONNX Runtime's calibrator is used with two changes that keep its arithmetic and its ranges (min of the
     minima, max of the maxima, bit for bit):
@@ -438,10 +519,17 @@ def _calibrate_ranges(fp32: Path, reader: Any, augmented: Path, out: Path) -> No
         # another ONNX Runtime than the one this was written against: its own collect-then-merge (more memory)
         calibrator.collect_data(reader)
         save_tensors_data(calibrator.compute_data(), out)
-        return
+        return []
     names = [o.name for o in session.get_outputs()]
-    while (inputs := reader.get_next()) is not None:
+    first_output = next(i for i, name in enumerate(names) if name in calibrator.model_original_outputs)
+    wanted, kept = set(keep), []
+    for n_seen in itertools.count():
+        inputs = reader.get_next()
+        if inputs is None:
+            break
         values = session.run(None, inputs)
+        if n_seen in wanted:
+            kept.append(np.array(values[first_output]))
         calibrator.intermediate_outputs.append(
             [None if name in calibrator.model_original_outputs else v for name, v in zip(names, values, strict=True)])
         calibrator.compute_data()  # merges this input's ranges into calibrator.calibrate_tensors_range
@@ -450,6 +538,7 @@ def _calibrate_ranges(fp32: Path, reader: Any, augmented: Path, out: Path) -> No
     if ranges is None:
         raise ModelError("no int8 calibration input reached the calibrator")
     save_tensors_data(ranges, out)
+    return kept
 
 
 class _DropMessage(logging.Filter):
@@ -461,6 +550,22 @@ class _DropMessage(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return self.text not in record.getMessage()
+
+
+def _log_agreement(model: LoadedModel, record: dict[str, Any] | None) -> None:
+    """One line on how far int8 moves this network's output on the calibration inputs; a warning when far."""
+    if record is None:
+        log.info("%s: int8 graph without a recorded check against fp32 (quantised by an older version)", model.folder)
+        return
+    iou = record.get("foreground_iou")
+    what = (f"foreground IoU {iou:.3f}" if iou is not None else "no foreground (heatmap)") + (
+        f", mean |difference| {record['mean_abs_diff']:.4f} on {record['inputs']} calibration inputs")
+    if iou is not None and iou < AGREEMENT_WARN:
+        log.warning("%s: int8 moves this network's output on your frames (int8 vs fp32 %s, below %.2f); masks "
+                    "will differ from the exact fp32 ones: for results you score use fp32 (the default)",
+                    model.folder, what, AGREEMENT_WARN)
+    else:
+        log.info("%s: int8 vs fp32 %s", model.folder, what)
 
 
 class OnnxRunner:
@@ -479,13 +584,17 @@ class OnnxRunner:
         if int8 and calibration is None:
             raise ModelError("int8 needs calibration frames (the sequence being segmented or --calibrate DIR)")
         path = quantize_onnx(model, calibration) if int8 else export_onnx(model, self.input_size, simplify=simplify)
+        # int8: the recorded check against fp32 on the calibration inputs (output_agreement), or None
+        self.agreement = read_agreement(path) if int8 else None
+        if int8:
+            _log_agreement(model, self.agreement)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         if model.transient:  # loaded: an adapted network's files are not kept
-            for f in {path, export_onnx(model, self.input_size, simplify=simplify)}:
+            for f in {path, export_onnx(model, self.input_size, simplify=simplify), agreement_path(path)}:
                 f.unlink(missing_ok=True)
         self.device = torch.device("cpu")
 
