@@ -13,6 +13,7 @@ from efficientcellseg.datasets import DATASETS
 from efficientcellseg.errors import CTCInputError
 from efficientcellseg.postprocess import (
     _per_label_quantile,
+    _per_label_quantile_parts,
     _ring_pixels,
     capped_edt,
     centers_watershed,
@@ -429,6 +430,20 @@ def test_per_label_quantile_is_numpys_lower_percentile_of_each_label(q) -> None:
     assert np.isnan(out[0]) and np.isnan(out[7])
     for i in set(range(1, 40)) - {7}:
         assert out[i] == np.percentile(val[lab == i], q, method="lower"), i
+
+
+def test_per_label_quantile_of_parts_is_that_of_the_whole() -> None:
+    """Keys written part by part (refine_boundaries passes one part per slice, without concatenating) give the
+    same percentiles as the concatenated arrays, empty parts included; parts of unequal length are refused."""
+    rng = np.random.default_rng(8)
+    lab = rng.integers(1, 25, 3000).astype(np.int32)
+    val = rng.normal(0, 50, lab.size).astype(np.float32)
+    cuts = [0, 0, 400, 401, 1700, 3000]
+    parts = [(lab[a:b], val[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+    for q in (0.0, 35.0, 90.0):
+        np.testing.assert_array_equal(_per_label_quantile_parts(parts, 30, q), _per_label_quantile(lab, val, 30, q))
+    with pytest.raises(ValueError, match="must have one length"):
+        _per_label_quantile_parts([(lab[:5], val[:4])], 30, 50.0)
 
 
 @pytest.mark.parametrize("tile", [512, 13, 5])
