@@ -555,7 +555,8 @@ class _DropMessage(logging.Filter):
 def _log_agreement(model: LoadedModel, record: dict[str, Any] | None) -> None:
     """One line on how far int8 moves this network's output on the calibration inputs; a warning when far."""
     if record is None:
-        log.info("%s: int8 graph without a recorded check against fp32 (quantised by an older version)", model.folder)
+        log.info("%s: int8 graph without a recorded check against fp32 (quantised by an older version of this "
+                 "package, or with an ONNX Runtime whose calibrator gives no outputs)", model.folder)
         return
     iou = record.get("foreground_iou")
     what = (f"foreground IoU {iou:.3f}" if iou is not None else "no foreground (heatmap)") + (
