@@ -46,7 +46,7 @@ from efficientcellseg.infer import (
     folder_gives_centres,
     resolve_model_dir,
     segment_frame_file,
-    sequence_scale,
+    sequence_scales,
     wants_adaptation,
 )
 from efficientcellseg.log import PACKAGE_LOGGER, progress, setup_logging
@@ -297,10 +297,10 @@ def predict_distributed(
     if adapt and wants_adaptation(get_dataset(dataset), model_dir, centers_model_dir):
         per_seq = [replace(opts, adapt_frames=tuple(str(f.resolve()) for f in choose_calibration_frames(Path(i))))
                    for i in inputs]
-    if auto:
-        per_seq = [replace(o, scale=sequence_scale(dataset, list_frames(Path(i)), model_dir, centers_model_dir,
-                                                   device, backend, denoise))
-                   for o, i in zip(per_seq, inputs, strict=True)]
+    if auto:  # one network measures every sequence
+        scales = sequence_scales(dataset, [list_frames(Path(i)) for i in inputs], model_dir, centers_model_dir,
+                                 device, backend, denoise)
+        per_seq = [replace(o, scale=s) for o, s in zip(per_seq, scales, strict=True)]
     verbose = logging.getLogger(PACKAGE_LOGGER).getEffectiveLevel() < logging.INFO
     own = not isinstance(scheduler, Client)
     if own:

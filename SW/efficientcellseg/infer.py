@@ -26,6 +26,7 @@ from efficientcellseg.datasets import DatasetConfig, get_dataset
 from efficientcellseg.denoise import DenoiseSettings, denoise_frame, denoise_plan, smooth_stack
 from efficientcellseg.errors import ModelError
 from efficientcellseg.log import StageTimer, progress
+from efficientcellseg.onnx_backend import evenly_spaced
 from efficientcellseg.preprocess import check_scale, network_shape, resize_to_network, rescale_frame, restore_labels
 from efficientcellseg.weights import LoadedModel, default_models_dir, gives_centres, load_model_folder
 
@@ -529,9 +530,17 @@ def build_segmenter(
 def sequence_scale(dataset: str, frames: Sequence[Path], model_dir: Path | None = None,
                    centers_model_dir: Path | None = None, device: str = "auto", backend: str = "auto",
                    denoise: bool = True) -> float:
-    """``--scale auto``: the scale that brings a sequence's objects to the size the network was trained on.
+    """``--scale auto``: the scale that brings a sequence's objects to the size the network was trained on
+    (:func:`sequence_scales` of one sequence)."""
+    return sequence_scales(dataset, [frames], model_dir, centers_model_dir, device, backend, denoise)[0]
 
-    :func:`frame_scale` of the middle one of :func:`choose_calibration_frames` ``(frames)``, with the network in
+
+def sequence_scales(dataset: str, sequences: Sequence[Sequence[Path]], model_dir: Path | None = None,
+                    centers_model_dir: Path | None = None, device: str = "auto", backend: str = "auto",
+                    denoise: bool = True) -> list[float]:
+    """``--scale auto`` for each sequence (its frames, or its folder), with one network for all of them.
+
+    Per sequence, :func:`frame_scale` of the middle one of :func:`choose_calibration_frames`, with the network in
     fp32 and its trained normalisation statistics. Datasets whose slices are resized whole to the network (MDA231,
     A549-SIM) get 1 with a warning: their network input does not depend on the scale.
     """
@@ -540,10 +549,13 @@ def sequence_scale(dataset: str, frames: Sequence[Path], model_dir: Path | None 
         log.warning("%s: --scale auto applies to tiled datasets (TRIC); %s resizes every slice whole to the "
                     "network, so the scale is 1 (give --scale S to change its post-processing's pixel sizes)",
                     cfg.key, cfg.key)
-        return 1.0
+        return [1.0] * len(sequences)
     seg = build_segmenter(dataset, model_dir, centers_model_dir, device, backend, denoise=denoise)
-    picks = choose_calibration_frames(frames)
-    return frame_scale(seg, read_frame(picks[len(picks) // 2], max_z=cfg.max_z))
+    scales = []
+    for frames in sequences:
+        picks = choose_calibration_frames(frames)
+        scales.append(frame_scale(seg, read_frame(picks[len(picks) // 2], max_z=cfg.max_z)))
+    return scales
 
 
 def frame_scale(seg: Segmenter, raw: np.ndarray) -> float:
@@ -789,16 +801,11 @@ CALIBRATION_INPUTS = 12
 """int8: network inputs taken from each calibration frame (slices or tiles, evenly spaced over the frame)."""
 
 
-def _evenly(total: int, n: int) -> np.ndarray:
-    """Up to ``n`` distinct indices evenly spaced over ``range(total)``, first and last included."""
-    return np.unique(np.linspace(0, total - 1, min(n, total)).round().astype(int))
-
-
 def choose_calibration_frames(seq: Path | Sequence[Frame], n: int = CALIBRATION_FRAMES) -> list[Path]:
     """The raw frame files of a sequence that calibrate int8 (and adapt the normalisation): ``n`` evenly spaced
     ``tTTT.tif`` of a sequence folder, or of its already listed frames."""
     frames = list_frames(seq) if isinstance(seq, (str, os.PathLike)) else list(seq)
-    return [frames[i].path for i in _evenly(len(frames), n)]
+    return [frames[i].path for i in evenly_spaced(len(frames), n)]
 
 
 def network_inputs(raw: np.ndarray, cfg: DatasetConfig, pseudocolor: bool = True,
@@ -827,7 +834,7 @@ def network_inputs(raw: np.ndarray, cfg: DatasetConfig, pseudocolor: bool = True
     if cfg.tile_size is not None:
         per_slice = len(tile_starts(ny, cfg.tile_size, cfg.tile_overlap)) * len(tile_starts(nx, cfg.tile_size,
                                                                                             cfg.tile_overlap))
-    chosen = _evenly(z * per_slice, n)
+    chosen = evenly_spaced(z * per_slice, n)
     for s in np.unique(chosen // per_slice):
         lo, hi = max(0, s - 1), min(z, s + 2)
         part = smooth_stack(raw[lo:hi], sigma) if sigma > 0 else raw[lo:hi]

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from efficientcellseg.errors import ModelError
-from efficientcellseg.weights import LoadedModel, load_model_folder
+from efficientcellseg.weights import LoadedModel, load_model_folder, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -450,7 +450,7 @@ def quantize_onnx(model: LoadedModel | str | os.PathLike, calibration: Calibrati
     hint = _DropMessage("pre-processing before quantization")  # advice on the root logger: not for our users
     logging.getLogger().addFilter(hint)
     try:
-        check = _spaced(len(inputs), AGREEMENT_INPUTS)
+        check = [int(i) for i in evenly_spaced(len(inputs), AGREEMENT_INPUTS)]
         with tempfile.TemporaryDirectory(prefix=".calibrate.", dir=path.parent) as work:
             ranges = Path(work) / "ranges.json"
             outputs = _calibrate_ranges(fp32, _Reader(), Path(work) / "augmented.onnx", ranges, keep=check)
@@ -461,7 +461,7 @@ def quantize_onnx(model: LoadedModel | str | os.PathLike, calibration: Calibrati
         if outputs:
             record = _check_int8(tmp, [inputs[i] for i in check], outputs, str(model.config.get("task", "seg")))
             record["calibration"] = calibration.description
-            _write_json_atomic(agreement_path(path), record)
+            write_json_atomic(agreement_path(path), record)
         os.replace(tmp, path)
     finally:
         logging.getLogger().removeFilter(hint)
@@ -469,19 +469,9 @@ def quantize_onnx(model: LoadedModel | str | os.PathLike, calibration: Calibrati
     return path
 
 
-def _spaced(n: int, k: int) -> list[int]:
-    """Up to ``k`` indices evenly spaced over ``range(n)``, first and last included."""
-    return sorted({int(i) for i in np.linspace(0, n - 1, min(n, k)).round()}) if n > 0 else []
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".agreement.", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+def evenly_spaced(total: int, n: int) -> np.ndarray:
+    """Up to ``n`` distinct indices evenly spaced over ``range(total)``, first and last included."""
+    return np.unique(np.linspace(0, total - 1, min(n, total)).round().astype(int))
 
 
 def _calibrate_ranges(fp32: Path, reader: Any, augmented: Path, out: Path,

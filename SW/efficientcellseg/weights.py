@@ -86,7 +86,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as indented, key-sorted JSON to ``path`` atomically (a temporary file, then a rename)."""
     _write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
@@ -162,8 +163,8 @@ def save_model_folder(
         weights_dtype=str(dtype).replace("torch.", ""),
     )
     _write_atomic(folder / WEIGHTS, save(tensors, metadata={"format": "pt"}))
-    _write_json(folder / CONFIG, cfg)
-    _write_json(folder / THRESHOLDS, thresholds)
+    write_json_atomic(folder / CONFIG, cfg)
+    write_json_atomic(folder / THRESHOLDS, thresholds)
     _write_sums(folder)
     if card is not None:
         _write_atomic(folder / CARD, card.encode())
@@ -178,7 +179,7 @@ def update_thresholds(folder: str | os.PathLike, new: dict[str, Any], note: str 
     verify_model_folder(folder)
     thresholds = json.loads((folder / THRESHOLDS).read_text())
     thresholds.update(new)
-    _write_json(folder / THRESHOLDS, thresholds)
+    write_json_atomic(folder / THRESHOLDS, thresholds)
     _write_sums(folder)
     card = folder / CARD
     if card.is_file():
@@ -201,7 +202,7 @@ def update_config(folder: str | os.PathLike, changes: dict[str, Any], note: str 
             config.pop(k, None)
         else:
             config[k] = v
-    _write_json(folder / CONFIG, config)
+    write_json_atomic(folder / CONFIG, config)
     _write_sums(folder)
     card = folder / CARD
     if note and card.is_file():
