@@ -184,17 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="root folder; the CTC dataset folder is created inside")
     p.add_argument("--seq", default="01", help="sequence name (01, 02, ...)")
     p.add_argument("--frames", type=int, default=None,
-                   help="number of frames (default: the dataset's own; family b: 6)")
+                   help="number of frames (default: the dataset's own; families b, c: 6)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, byte-identical output")
     p.add_argument("--small", action="store_true", help="smaller frames for tests (TRIC: about 13x700x1000)")
     p.add_argument("--preview", type=Path, default=None, help="write a PNG (max projection + GT outlines)")
     p.add_argument("--randomize", action="store_true",
                    help="domain-randomized look (photons, noise, PSF, textures, debris, artefacts, bit depth, "
                         "cell shapes drawn per sequence from wide ranges; see docs/synth.md) for training")
-    p.add_argument("--family", default="a", choices=["a", "b"],
-                   help="image model: a (training data, default) or b (independent model, validation only)")
+    p.add_argument("--family", default="a", choices=["a", "b", "c"],
+                   help="image model: a (training data, default), b or c (independent models, validation only)")
     p.add_argument("--condition", default=None, choices=["default", "dim", "bright"],
-                   help="family b only: imaging preset (default, dim = few photons, bright = high SNR)")
+                   help="families b and c only: imaging preset (default, dim = few photons, bright = high SNR)")
     _add_common(p)
 
     p = sub.add_parser("preview", help="draw label outlines of a result folder over the raw slices (PNG)")
@@ -306,13 +306,13 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_synth(a: argparse.Namespace) -> int:
-    if a.family == "b":
+    if a.family in ("b", "c"):
         if a.randomize:
-            log.error("--randomize applies to family a only (family b is never used for training)")
+            log.error("--randomize applies to family a only (family %s is never used for training)", a.family)
             return 2
-        return _synth_family_b(a)
+        return _synth_validation_family(a)
     if a.condition is not None:
-        log.error("--condition applies to --family b only")
+        log.error("--condition applies to --family b or c only")
         return 2
     from efficientcellseg.synth import generate
 
@@ -326,11 +326,14 @@ def _cmd_synth(a: argparse.Namespace) -> int:
     return 0
 
 
-def _synth_family_b(a: argparse.Namespace) -> int:
-    from efficientcellseg.synth_b import generate_b
+def _synth_validation_family(a: argparse.Namespace) -> int:
+    if a.family == "b":
+        from efficientcellseg.synth_b import generate_b as generate_v
+    else:
+        from efficientcellseg.synth_c import generate_c as generate_v
 
     try:
-        ds = generate_b(profile=a.profile, out_root=a.out, seq=a.seq, frames=a.frames, seed=a.seed, small=a.small,
+        ds = generate_v(profile=a.profile, out_root=a.out, seq=a.seq, frames=a.frames, seed=a.seed, small=a.small,
                         condition=a.condition or "default")
     except ValueError as exc:  # a refused folder or a bad --frames/--seq: one line, exit code 2
         log.error("%s", exc)
@@ -342,7 +345,7 @@ def _synth_family_b(a: argparse.Namespace) -> int:
         first = list_frames(ds / a.seq)[0]
         labels = read_tiff(ds / f"{a.seq}_GT" / "TRA" / f"man_track{first.digits}.tif")
         write_preview(a.preview, read_frame(first.path), labels)
-    log.info("wrote %s (family B: validation only)", ds)
+    log.info("wrote %s (family %s: validation only)", ds, a.family.upper())
     return 0
 
 
