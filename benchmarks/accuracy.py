@@ -19,7 +19,8 @@ Sequences with the same tag and dataset are pooled into one row.
 ``--generate`` makes the sequences itself under ``WORK/data/<family>/`` (sequence 01), one per dataset and
 family, with the seeds of :data:`FAMILY_SEEDS` plus the dataset's index (MDA231 +0, TRIC +1, A549-SIM +2):
 family A fixed profiles 201-203 (the seeds of ``benchmarks/shipped_seg.sh``), randomized family A 204-206,
-family B 301 and up. Training used seeds 101-106 and post-processing tuning 150-152; they are never used here.
+family B 301 and up, family C (``efficientcellseg.synth_c``, a third image model that no setting was ever chosen
+on) 601 and up. Training used seeds 101-106 and post-processing tuning 150-152; they are never used here.
 
 Everything is deterministic (fixed seeds, exact fp32 networks), so the table does not depend on the machine
 load. Example::
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import inspect
 import logging
 import shutil
@@ -58,7 +60,8 @@ log = logging.getLogger("efficientcellseg.benchmarks.accuracy")
 
 CLASSICAL = "classical"
 DATASET_ORDER = ("MDA231", "TRIC", "A549-SIM")
-FAMILY_SEEDS = {"A-fixed": 201, "A-random": 204, "B-default": 301, "B-dim": 304, "B-bright": 307}
+FAMILY_SEEDS = {"A-fixed": 201, "A-random": 204, "B-default": 301, "B-dim": 304, "B-bright": 307,
+                "C-default": 601, "C-dim": 604, "C-bright": 607}
 """First seed of each generated family; the dataset's index in :data:`DATASET_ORDER` is added."""
 
 
@@ -185,14 +188,17 @@ def _generate(family: str, dataset: str, root: Path, frames: int, seed: int, sma
                                  "checkout does not have")
             kwargs["randomize"] = True
         return Path(generate(dataset, root, seq="01", frames=frames, seed=seed, small=small, **kwargs))
+    letter, _, condition = family.partition("-")
+    module = f"efficientcellseg.synth_{letter.lower()}"
     try:
-        from efficientcellseg.synth_b import CONDITIONS, generate_b
+        gen = importlib.import_module(module)
     except ImportError as exc:
-        raise ValueError(f"family {family} needs efficientcellseg.synth_b, which is not importable ({exc})") from None
-    condition = family.removeprefix("B-")
-    if condition not in CONDITIONS:
-        raise ValueError(f"family {family}: synth_b has no condition {condition!r}; known: {', '.join(CONDITIONS)}")
-    return Path(generate_b(dataset, root, seq="01", frames=frames, seed=seed, small=small, condition=condition))
+        raise ValueError(f"family {family} needs {module}, which is not importable ({exc})") from None
+    if condition not in gen.CONDITIONS:
+        raise ValueError(f"family {family}: {module} has no condition {condition!r}; "
+                         f"known: {', '.join(gen.CONDITIONS)}")
+    generate = getattr(gen, f"generate_{letter.lower()}")
+    return Path(generate(dataset, root, seq="01", frames=frames, seed=seed, small=small, condition=condition))
 
 
 def result_dir(work: Path, method: str, spec: SeqSpec) -> Path:
@@ -333,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--datasets", nargs="+", default=list(DATASET_ORDER), choices=sorted(DATASETS),
                     help="datasets to generate (with --generate)")
     ap.add_argument("--families", nargs="+", default=["A-fixed"], choices=list(FAMILY_SEEDS),
-                    help="families to generate (with --generate; B-* need efficientcellseg.synth_b)")
+                    help="families to generate (with --generate; B-* and C-* need efficientcellseg.synth_b or synth_c)")
     ap.add_argument("--frames", type=int, default=3, help="frames per generated sequence")
     ap.add_argument("--tric-full", action="store_true", help="generate full-size TRIC frames (default: small)")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "accuracy",

@@ -343,3 +343,21 @@ def test_accuracy_scores_det_where_tracking_markers_exist(tmp_path: Path) -> Non
     two = GraphOps(ns=0, fn=0, fp=3, ed=0, ea=0, ec=0, n_nodes=6, n_edges=0)  # 3 of 60
     assert pooled_det([one, two]) == pytest.approx(1 - 20 / 100)
     assert pooled_det([one, None]) is None and pooled_det([]) is None
+
+
+def test_accuracy_generates_every_validation_family(tmp_path: Path) -> None:
+    """``--generate`` families B-* and C-* come from their own image models (synth.json says which), with the
+    seeds of FAMILY_SEEDS; an unknown condition is one clear error."""
+    import json
+
+    from accuracy import FAMILY_SEEDS, _generate, generate_sequences
+
+    specs = generate_sequences(tmp_path, ["A549-SIM"], ["B-dim", "C-dim"], frames=1, tric_small=True)
+    assert [(s.tag, s.dataset) for s in specs] == [("B-dim", "A549-SIM"), ("C-dim", "A549-SIM")]
+    for spec, family in zip(specs, "BC"):
+        meta = json.loads((spec.path.parent / "synth.json").read_text())
+        assert meta["family"] == family and meta["sequences"]["01"]["condition"] == "dim"
+        assert meta["sequences"]["01"]["seed"] == FAMILY_SEEDS[spec.tag] + 2
+        assert len(list(spec.path.glob("t*.tif"))) == 1
+    with pytest.raises(ValueError, match="synth_c has no condition 'murky'"):
+        _generate("C-murky", "A549-SIM", tmp_path / "x", 1, 0, False)
