@@ -967,6 +967,50 @@ def test_repeated_edge_redraw_finds_a_cell_the_network_drew_far_too_small() -> N
             largest_component(right, signal, boundary_passes=bad, **params)
 
 
+def _cell_under_a_ramp(shape: tuple[int, int, int] = (3, 120, 160)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A uniform blurred cell (radius 30 px) under a steep illumination ramp along x plus debris specks: its
+    mask, the ramp-free signal map and the signal map with the ramp."""
+    cell = np.broadcast_to(ellipsoid((1,) + shape[1:], (0, 60, 80), (1, 30, 30))[0], shape)
+    flat = ndi.gaussian_filter(100.0 + 300.0 * cell, (0, 1.5, 1.5))
+    flat += np.random.default_rng(7).normal(0, 5, shape)
+    ramp = np.broadcast_to(np.linspace(0.0, 500.0, shape[2]), shape)
+    specks = np.zeros(shape)
+    specks[:, 10:13, 10:13] = specks[:, 100:103, 140:143] = 2000.0  # bright debris far from the cell
+    return cell, signal_map((flat + specks).astype(np.float32)), signal_map((flat + ramp + specks).astype(np.float32))
+
+
+def test_detrend_background_removes_a_ramp_and_keeps_the_cell() -> None:
+    """The quadratic surface fitted away from the cell takes a linear ramp out of the background (debris
+    does not bend it) and leaves the cell's contrast; inputs are not modified; a bad shape is refused."""
+    cell, flat, ramped = _cell_under_a_ramp()
+    before = ramped.copy()
+    out = pp.detrend_background(ramped, cell, margin=8)
+    assert np.array_equal(ramped, before) and out.dtype == np.float32
+    far = ~ndi.binary_dilation(cell, iterations=8)
+    far[:, 5:18, 5:18] = far[:, 95:108, 135:148] = False
+    assert np.ptp(ramped[0][far[0]]) > 400  # the ramp spans the background
+    assert np.std(out[far]) < 3 * np.std(flat[far]) + 1.0  # ... and is gone
+    contrast = float(np.median(out[cell]) - np.median(out[far]))
+    assert contrast == pytest.approx(300.0, rel=0.1)
+    with pytest.raises(ValueError, match="one shape"):
+        pp.detrend_background(ramped, cell[0], margin=8)
+
+
+def test_largest_component_detrended_keeps_a_cell_under_a_ramp_round() -> None:
+    """``background_detrend``: under a ramp the edge level from the whole ring is too low on the bright side
+    (the cell spills into the bright background) and too high on the dark side; with the ramp taken out
+    first the redrawn cell matches the true one, as it does without a ramp."""
+    cell, flat, ramped = _cell_under_a_ramp()
+    drawn = as_prob(np.broadcast_to(ellipsoid((1, 120, 160), (0, 60, 80), (1, 27, 27))[0], cell.shape))
+    params = dict(boundary_fraction=0.5, boundary_ring=14, boundary_top_quantile=50, boundary_passes=8)
+    plain = largest_component(drawn, ramped, **params)
+    detrended = largest_component(drawn, ramped, background_detrend=True, **params)
+    reference = largest_component(drawn, flat, **params)
+    assert _iou(detrended > 0, cell) > 0.95 > _iou(plain > 0, cell) + 0.05
+    assert _iou(reference > 0, cell) > 0.95
+    assert "background_detrend" in parameter_names("largest_component")
+
+
 def test_settled_redraw_keeps_the_first_pass_when_it_never_settles() -> None:
     start = np.zeros((1, 40, 40), np.uint16)
     start[0, 18:22, 18:22] = 1
