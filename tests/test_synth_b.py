@@ -13,7 +13,8 @@ import pytest
 import tifffile
 
 from efficientcellseg.cli import main
-from efficientcellseg.ctc_io import list_frames, list_gt_seg
+from efficientcellseg.ctc_io import list_gt_seg
+from validation_layout import check_validation_layout
 from efficientcellseg.synth_b import (
     CONDITIONS,
     PROFILE_B_DEFS,
@@ -51,19 +52,8 @@ def a549(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _layout(ds: Path, seq: str, n: int, shape: tuple[int, int, int], dtype: type) -> None:
-    assert [f.path.name for f in list_frames(ds / seq)] == [f"t{t:03d}.tif" for t in range(n)]
-    tra = sorted(p.name for p in (ds / f"{seq}_GT" / "TRA").glob("*.tif"))
-    assert tra == [f"man_track{t:03d}.tif" for t in range(n)]
-    for t in range(n):
-        raw = tifffile.imread(ds / seq / f"t{t:03d}.tif")
-        lab = tifffile.imread(ds / f"{seq}_GT" / "TRA" / f"man_track{t:03d}.tif")
-        assert raw.dtype == dtype and raw.shape == shape
-        assert lab.dtype == np.uint16 and lab.shape == shape
-    meta = json.loads((ds / "synth.json").read_text())
-    assert meta["family"] == "B" and "validation only" in meta["note"]
-    rec = meta["sequences"][seq]
+    rec = check_validation_layout(ds, seq, n, shape, dtype, "B")
     assert rec["params"] == {k: 1.0 for k in ("snr", "z_blur", "texture", "bg_gradient", "brightness", "density")}
-    assert not (ds / f"{seq}_ST").exists()
 
 
 def _slice_gt_is_cut_of_truth(ds: Path, seq: str, sparse: bool) -> None:

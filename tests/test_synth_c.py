@@ -13,7 +13,8 @@ import pytest
 import tifffile
 
 from efficientcellseg.cli import main
-from efficientcellseg.ctc_io import list_frames, list_gt_seg
+from efficientcellseg.ctc_io import list_gt_seg
+from validation_layout import check_validation_layout
 from efficientcellseg.synth_c import (
     CONDITIONS,
     FAMILY_C_VERSION,
@@ -59,18 +60,9 @@ def mda_parts() -> dict[str, tuple]:
 
 
 def _layout(ds: Path, seq: str, n: int, shape: tuple[int, int, int], dtype: type) -> dict:
-    assert [f.path.name for f in list_frames(ds / seq)] == [f"t{t:03d}.tif" for t in range(n)]
-    tra = sorted(p.name for p in (ds / f"{seq}_GT" / "TRA").glob("*.tif"))
-    assert tra == [f"man_track{t:03d}.tif" for t in range(n)]
-    for t in range(n):
-        raw = tifffile.imread(ds / seq / f"t{t:03d}.tif")
-        lab = tifffile.imread(ds / f"{seq}_GT" / "TRA" / f"man_track{t:03d}.tif")
-        assert raw.dtype == dtype and raw.shape == shape
-        assert lab.dtype == np.uint16 and lab.shape == shape
+    rec = check_validation_layout(ds, seq, n, shape, dtype, "C")
     meta = json.loads((ds / "synth.json").read_text())
-    assert meta["family"] == "C" and meta["generator"] == "efficientcellseg.synth_c"
-    assert "validation only" in meta["note"] and "never train" in meta["note"]
-    rec = meta["sequences"][seq]
+    assert meta["generator"] == "efficientcellseg.synth_c" and "never train" in meta["note"]
     assert rec["version"] == FAMILY_C_VERSION and rec["frames"] == n and rec["shape"] == list(shape)
     assert rec["params"] == {"snr": 1.0, "brightness": 1.0} and rec["condition"] == "default"
     assert len(rec["objects_per_frame"]) == n and rec["gold_objects"] >= 1
