@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import re
@@ -14,7 +13,7 @@ import tifffile
 
 from efficientcellseg.cli import main
 from efficientcellseg.ctc_io import list_gt_seg
-from validation_layout import check_validation_layout
+from validation_layout import check_validation_layout, imported_names
 from efficientcellseg.synth_b import (
     CONDITIONS,
     PROFILE_B_DEFS,
@@ -267,13 +266,6 @@ def test_cli_family_b_and_condition_only_with_b(tmp_path: Path) -> None:
 
 
 def test_does_not_import_family_a() -> None:
-    tree = ast.parse(MODULE.read_text())
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            names.add(node.module or "")
-            names |= {f"{node.module}.{a.name}" for a in node.names}
+    names = imported_names(MODULE)
     assert not any(n == "efficientcellseg.synth" or n.startswith("efficientcellseg.synth.") for n in names), names
     assert "synth" not in {n.rsplit(".", 1)[-1] for n in names if n.startswith("efficientcellseg")}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import re
@@ -14,7 +13,7 @@ import tifffile
 
 from efficientcellseg.cli import main
 from efficientcellseg.ctc_io import list_gt_seg
-from validation_layout import check_validation_layout
+from validation_layout import check_validation_layout, imported_names
 from efficientcellseg.synth_c import (
     CONDITIONS,
     FAMILY_C_VERSION,
@@ -282,14 +281,7 @@ def test_cli_family_c_with_condition(tmp_path: Path) -> None:
 
 
 def test_does_not_import_families_a_or_b() -> None:
-    tree = ast.parse(MODULE.read_text())
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            names.add(node.module or "")
-            names |= {f"{node.module}.{a.name}" for a in node.names}
+    names = imported_names(MODULE)
     ours = {n.split(".")[1] for n in names if n.startswith("efficientcellseg.") and n.count(".") >= 1}
     assert ours <= {"ctc_io", "datasets", "log"}, ours
     assert not ours & {"synth", "synth_b", "randomize", "augment", "trainset"}

@@ -27,3 +27,17 @@ def check_validation_layout(ds: Path, seq: str, n: int, shape: tuple[int, int, i
     assert meta["family"] == family and "validation only" in meta["note"]
     assert not (ds / f"{seq}_ST").exists()
     return meta["sequences"][seq]
+
+
+def imported_names(module: Path) -> set[str]:
+    """Every module (and ``module.name``) that the Python file ``module`` imports, read from its syntax tree."""
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names.add(node.module or "")
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+    return names
