@@ -937,8 +937,8 @@ def detrend_background(signal: np.ndarray, mask: np.ndarray, margin: int) -> np.
     added back, so levels stay in the signal's range. A slice with fewer than 50 background samples is left
     as it is. Why: an illumination ramp or vignetting makes one side of a large cell's surroundings brighter
     than the other, and an edge level taken from the whole ring is then too high on the dark side and too low
-    on the bright side (family B's background gradient x4 was A549-SIM's one robustness point below the
-    classical baseline).
+    on the bright side (A549-SIM's randomized family A frames gained; out-of-focus haze around the cell is not
+    removed by a surface fitted away from it, docs/generalization.md, "The fourteenth fix").
     """
     signal = np.asarray(signal, dtype=np.float32)
     if signal.ndim != 3 or mask.shape != signal.shape:
@@ -963,7 +963,7 @@ def detrend_background(signal: np.ndarray, mask: np.ndarray, margin: int) -> np.
         ok = np.abs(res) <= 3 * mad if mad > 0 else np.ones(res.shape, bool)
         if ok.sum() >= 50:
             coef = np.linalg.lstsq(a[ok], vals[ok], rcond=None)[0]
-        c0, cy, cx, cyy, cyx, cxx = coef
+        _, cy, cx, cyy, cyx, cxx = coef  # the constant term stays: only the slope and curvature go
         surface = (cy * gy + cyy * gy * gy)[:, None] + (cx * gx + cxx * gx * gx)[None, :] + cyx * np.outer(gy, gx)
         out[z] = sl - (surface - surface.mean()).astype(np.float32)
     return out
