@@ -934,8 +934,8 @@ def detrend_background(signal: np.ndarray, mask: np.ndarray, margin: int) -> np.
 
     The fit is least squares on a regular sample of those pixels, then once more without the pixels whose
     residual exceeds 3 robust standard deviations (debris, a neighbour). The surface's mean over the slice is
-    added back, so levels stay in the signal's range. A slice with fewer than 50 background samples is left
-    as it is. Why: an illumination ramp or vignetting makes one side of a large cell's surroundings brighter
+    added back, so levels stay in the signal's range. With fewer than 50 background samples (the same sample
+    positions in every slice) the signal is returned as it is, as a copy. Why: an illumination ramp or vignetting makes one side of a large cell's surroundings brighter
     than the other, and an edge level taken from the whole ring is then too high on the dark side and too low
     on the bright side (A549-SIM's randomized family A frames gained; out-of-focus haze around the cell is not
     removed by a surface fitted away from it, docs/generalization.md, "The fourteenth fix").
@@ -950,13 +950,13 @@ def detrend_background(signal: np.ndarray, mask: np.ndarray, margin: int) -> np.
     gy, gx = np.linspace(-0.5, 0.5, ny), np.linspace(-0.5, 0.5, nx)
     out = np.empty(signal.shape, np.float32)
     near = ndi.binary_dilation(mask.any(axis=0), iterations=int(margin)) if margin > 0 else mask.any(axis=0)
-    far = ~near[::DETREND_SAMPLE, ::DETREND_SAMPLE]
+    far = ~near[::DETREND_SAMPLE, ::DETREND_SAMPLE]  # one in-plane sample for every slice
+    if np.count_nonzero(far) < 50:
+        out[:] = signal
+        return out
+    a = design[far]
     for z, sl in enumerate(signal):
         vals = sl[::DETREND_SAMPLE, ::DETREND_SAMPLE][far].astype(np.float64)
-        if vals.size < 50:
-            out[z] = sl
-            continue
-        a = design[far]
         coef = np.linalg.lstsq(a, vals, rcond=None)[0]
         res = vals - a @ coef
         mad = 1.4826 * float(np.median(np.abs(res - np.median(res))))
