@@ -73,7 +73,6 @@ the same seed gives byte-identical files, and frame ``t`` does not depend on how
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -86,16 +85,9 @@ from scipy import fft as sfft
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
-from efficientcellseg.ctc_io import (
-    FRAME_RE,
-    MAN_SEG_RE,
-    MAN_SEG_SLICE_RE,
-    MAN_TRACK_RE,
-    write_text_atomic,
-    write_tiff_atomic,
-)
 from efficientcellseg.datasets import get_dataset
 from efficientcellseg.log import progress
+from efficientcellseg.synth_io import SequenceWriter, claim_folder, record_sequence
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +97,7 @@ _SALT = 0x5EB  # keeps family B's random streams apart from anything else seeded
 _PURPOSE = {"layout": 1, "motion": 2, "texture": 3, "debris": 4, "camera": 5, "camera_fixed": 6, "gold": 7,
             "background": 8, "shape": 9}
 _NOTE = "SYNTHETIC, validation only (family B): never train or tune post-processing on these data"
+_GENERATOR = "efficientcellseg.synth_b"
 
 
 @dataclass(frozen=True)
@@ -947,45 +940,19 @@ def generate_b(profile: str, out_root: str | os.PathLike, seq: str = "01", frame
     if not (seq.isdigit() and len(seq) == 2):
         raise ValueError(f"seq must be two digits like 01, got {seq!r}")
     ds = Path(out_root) / get_dataset(prof.key).ctc_name
-    meta_path = ds / "synth.json"
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("family") != "B":
-            raise ValueError(f"{ds} holds family-A synthetic data (synth.json); write family B into another folder")
-    elif ds.is_dir() and any(ds.iterdir()):
-        raise ValueError(f"{ds} exists and is not a family-B folder (no synth.json); give an empty output root")
-    else:
-        meta = {"family": "B"}
-    meta.update({"family": "B", "generator": "efficientcellseg.synth_b", "note": _NOTE})
-    write_text_atomic(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    raw_dir, seg_dir, tra_dir = ds / seq, ds / f"{seq}_GT" / "SEG", ds / f"{seq}_GT" / "TRA"
-    for d, patterns in ((raw_dir, (FRAME_RE,)), (seg_dir, (MAN_SEG_RE, MAN_SEG_SLICE_RE)), (tra_dir, (MAN_TRACK_RE,))):
-        d.mkdir(parents=True, exist_ok=True)
-        for old in d.iterdir():  # files of an earlier family-B run of this sequence (maybe longer)
-            if any(pat.match(old.name) for pat in patterns) or old.name == "man_track.txt":
-                old.unlink()
-    nd = 4 if n > 1000 else 3
-    counts, gold_objects, sim = [], 0, None
+    sequences = claim_folder(ds, seq, "B", _GENERATOR, _NOTE)
+    out, sim = SequenceWriter(ds, seq, n), None
     for t, raw, lab, _, sim in progress(_frames_b(prof, seq, small, seed, params, n), total=n,
                                         desc=f"synth-b {prof.key} {seq}", unit="frame"):
-        tt = f"{t:0{nd}d}"
-        write_tiff_atomic(raw_dir / f"t{tt}.tif", raw)
-        write_tiff_atomic(tra_dir / f"man_track{tt}.tif", lab, compression="zlib")
-        if prof.gt == "full":
-            write_tiff_atomic(seg_dir / f"man_seg{tt}.tif", lab, compression="zlib")
-            gold_objects += int(np.count_nonzero(np.bincount(lab.ravel())[1:]))
-        else:
-            for z, sl in _gold_b(lab, _rng(seed, "gold", t), sparse=prof.gt == "sparse_slices").items():
-                write_tiff_atomic(seg_dir / f"man_seg_{tt}_{z:03d}.tif", sl, compression="zlib")
-                gold_objects += int(np.count_nonzero(np.bincount(sl.ravel())[1:]))
-        counts.append(int(np.count_nonzero(np.bincount(lab.ravel())[1:])))
-    write_text_atomic(tra_dir / "man_track.txt", sim.tracks.text())
-    meta.setdefault("sequences", {})[seq] = {
+        gold = None if prof.gt == "full" else _gold_b(lab, _rng(seed, "gold", t), sparse=prof.gt == "sparse_slices")
+        out.frame(t, raw, lab, None if gold is None else gold.items())
+    out.tracks(sim.tracks.text())
+    counts = out.objects_per_frame
+    record_sequence(ds, "B", _GENERATOR, _NOTE, sequences, seq, {
         "profile": prof.key, "seed": seed, "frames": n, "small": small, "shape": list(sim.shape),
         "dtype": prof.look.dtype, "params": asdict(params), "condition": condition, "version": FAMILY_B_VERSION,
-        "tracks": len(sim.tracks.rec), "objects_per_frame": counts, "gold_objects": gold_objects,
-    }
-    write_text_atomic(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        "tracks": len(sim.tracks.rec), "objects_per_frame": counts, "gold_objects": out.gold_objects,
+    })
     log.info("family B %s %s: %d frames %s, %d tracks, %d-%d objects per frame", prof.key, seq, n, sim.shape,
              len(sim.tracks.rec), min(counts), max(counts))
     return ds

@@ -45,7 +45,6 @@ byte-identical files and frame ``t`` does not depend on how many frames were req
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -56,22 +55,16 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from efficientcellseg.ctc_io import (
-    FRAME_RE,
-    MAN_SEG_RE,
-    MAN_SEG_SLICE_RE,
-    MAN_TRACK_RE,
-    write_text_atomic,
-    write_tiff_atomic,
-)
 from efficientcellseg.datasets import get_dataset
 from efficientcellseg.log import progress
+from efficientcellseg.synth_io import SequenceWriter, claim_folder, record_sequence
 
 log = logging.getLogger(__name__)
 
 FAMILY_C_VERSION = 1
 PROFILES_C = ("MDA231", "TRIC", "A549-SIM")
 NOTE_C = "SYNTHETIC, validation only (family C): never train or tune on these data"
+_GENERATOR = "efficientcellseg.synth_c"
 _SALT = 0xC3FA
 (_P_LAYOUT, _P_MOTION, _P_TEXTURE, _P_FIBRES, _P_GHOSTS, _P_DEBRIS, _P_BACKGROUND, _P_FIXED, _P_CAMERA,
  _P_GT) = range(1, 11)
@@ -714,32 +707,6 @@ def _slice_gt(prof: _Profile, lab: np.ndarray, rng: np.random.Generator) -> list
     return out
 
 
-def _claim_folder(ds: Path, seq: str) -> dict:
-    """Refuse folders of other families or with foreign data; clear old family-C files of ``seq``."""
-    meta_path = ds / "synth.json"
-    sequences: dict = {}
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{meta_path}: unreadable synth.json ({exc}); write family C elsewhere") from exc
-        family = meta.get("family", "A") if isinstance(meta, dict) else "?"
-        if family != "C":
-            raise ValueError(f"{ds} holds family-{family} synthetic data; write family C into another folder")
-        sequences = dict(meta.get("sequences") or {})
-    elif ds.exists() and (not ds.is_dir() or any(ds.iterdir())):
-        raise ValueError(f"{ds}: not a family-C folder (files but no synth.json); choose another --out")
-    old_files = ((ds / seq, (FRAME_RE,)), (ds / f"{seq}_GT" / "SEG", (MAN_SEG_RE, MAN_SEG_SLICE_RE)),
-                 (ds / f"{seq}_GT" / "TRA", (MAN_TRACK_RE, re.compile(r"^man_track\.txt$"))))
-    for folder, patterns in old_files:
-        if folder.is_dir():
-            for p in folder.iterdir():
-                if p.is_file() and any(r.match(p.name) for r in patterns):
-                    p.unlink()
-    sequences.pop(seq, None)
-    return sequences
-
-
 def generate_c(profile: str, out_root: str | Path, seq: str = "01", frames: int | None = 6, seed: int = 0,
                small: bool = False, params: FamilyCParams = FamilyCParams(),
                condition: str | None = None) -> Path:
@@ -761,36 +728,23 @@ def generate_c(profile: str, out_root: str | Path, seq: str = "01", frames: int 
     elif not isinstance(params, FamilyCParams):
         raise ValueError(f"params must be a FamilyCParams, got {type(params).__name__}")
     ds = Path(out_root) / get_dataset(prof.key).ctc_name
-    sequences = _claim_folder(ds, seq)
+    sequences = claim_folder(ds, seq, "C", _GENERATOR, NOTE_C)
     shape = prof.small if small else prof.shape
-    seq_dir, seg_dir, tra_dir = ds / seq, ds / f"{seq}_GT" / "SEG", ds / f"{seq}_GT" / "TRA"
-    for d in (seq_dir, seg_dir, tra_dir):
-        d.mkdir(parents=True, exist_ok=True)
+    out = SequenceWriter(ds, seq, frames)
     scene = _SCENES[prof.key](prof, shape, seed)
-    objects, gold = [], 0
     for t in progress(range(frames), total=frames, desc=f"family C {prof.key}", unit="frame"):
         lab, shade = scene.frame(t)
         raw, _ = _render(prof, lab, shade, scene.lut, params, seed, t)
-        write_tiff_atomic(seq_dir / f"t{t:03d}.tif", raw)
-        write_tiff_atomic(tra_dir / f"man_track{t:03d}.tif", lab, compression="zlib")
-        objects.append(int(np.count_nonzero(np.bincount(lab.ravel())[1:])))
-        if prof.gt_fraction == 0:
-            write_tiff_atomic(seg_dir / f"man_seg{t:03d}.tif", lab, compression="zlib")
-            gold += objects[-1]
-        else:
-            for z, sl in _slice_gt(prof, lab, _rng(seed, _P_GT, t)):
-                write_tiff_atomic(seg_dir / f"man_seg_{t:03d}_{z:03d}.tif", sl, compression="zlib")
-                gold += int(np.unique(sl).size - 1)
+        out.frame(t, raw, lab, None if prof.gt_fraction == 0 else _slice_gt(prof, lab, _rng(seed, _P_GT, t)))
     tracks = scene.track_lines()
-    write_text_atomic(tra_dir / "man_track.txt", tracks)
+    out.tracks(tracks)
     named = condition or next((k for k, v in CONDITIONS.items() if v == params), None)
-    sequences[seq] = {"profile": prof.key, "seed": seed, "frames": int(frames), "small": bool(small),
-                      "shape": list(shape), "dtype": np.dtype(prof.dtype).name, "params": asdict(params),
-                      "condition": named, "version": FAMILY_C_VERSION, "tracks": tracks.count("\n"),
-                      "objects_per_frame": objects, "gold_objects": gold}
-    meta = {"family": "C", "generator": "efficientcellseg.synth_c", "note": NOTE_C,
-            "sequences": dict(sorted(sequences.items()))}
-    write_text_atomic(ds / "synth.json", json.dumps(meta, indent=2) + "\n")
+    gold = out.gold_objects
+    record_sequence(ds, "C", _GENERATOR, NOTE_C, sequences, seq, {
+        "profile": prof.key, "seed": seed, "frames": int(frames), "small": bool(small), "shape": list(shape),
+        "dtype": np.dtype(prof.dtype).name, "params": asdict(params), "condition": named,
+        "version": FAMILY_C_VERSION, "tracks": tracks.count("\n"), "objects_per_frame": out.objects_per_frame,
+        "gold_objects": gold})
     log.info("family C %s seq %s: %d frames, %d tracks, %d gold objects (validation only)", prof.key, seq,
              frames, sequences[seq]["tracks"], gold)
     return ds
