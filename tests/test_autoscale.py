@@ -101,3 +101,33 @@ def test_shipped_tric_model_undoes_a_magnification(tmp_path: Path) -> None:
     assert seg.autoscale is not None and seg.autoscale["reference"] > 0
     assert frame_scale(seg, raw) == 1.0
     assert frame_scale(seg, rescale_frame(raw, 0.6)) >= 1.25
+
+
+def test_predict_sequence_auto_builds_the_network_once_and_matches_the_given_scale(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """--scale auto measures with the network that then segments (one runner built, not two), and its masks are
+    those of the same run with the chosen scale given explicitly."""
+    import re
+
+    import tifffile
+
+    from efficientcellseg import infer
+
+    folder = create_untrained_model_folder(tmp_path / "TRIC-seg", "TRIC", seed=1)
+    update_config(folder, {"autoscale": {"reference": 0.8}})
+    seq = tmp_path / "data" / "01"
+    seq.mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    for t in range(2):
+        tifffile.imwrite(seq / f"t{t:03d}.tif", rng.integers(0, 255, (3, 60, 70), dtype=np.uint8))
+    built = []
+    real = infer.make_runner
+    monkeypatch.setattr(infer, "make_runner", lambda *a, **k: built.append(1) or real(*a, **k))
+    with caplog.at_level(logging.INFO):
+        infer.predict_sequence("TRIC", seq, tmp_path / "auto", model_dir=folder, device="cpu", scale="auto")
+    assert len(built) == 1
+    chosen = float(re.search(r"--scale auto: ([0-9.]+)", caplog.text).group(1))
+    infer.predict_sequence("TRIC", seq, tmp_path / "given", model_dir=folder, device="cpu", scale=chosen)
+    for t in range(2):
+        a = tifffile.imread(tmp_path / "auto" / f"mask{t:03d}.tif")
+        assert np.array_equal(a, tifffile.imread(tmp_path / "given" / f"mask{t:03d}.tif")) and a.shape == (3, 60, 70)

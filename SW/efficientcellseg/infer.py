@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
@@ -564,8 +564,6 @@ def frame_scale(seg: Segmenter, raw: np.ndarray) -> float:
     A window of the frame is run at each of :data:`~efficientcellseg.autoscale.CANDIDATES`; the least undecided
     scale divided by the model's ``autoscale.reference`` is the result, at least ``autoscale.min``.
     """
-    from dataclasses import replace
-
     from efficientcellseg.autoscale import least_ambiguous, probe_window, relative_scale
 
     auto = seg.autoscale or {}
@@ -716,7 +714,9 @@ def predict_sequence(
     by default of ``input_dir`` itself. ``denoise=False``: see :func:`build_segmenter`. ``adapt``: models
     that ask for it adapt their normalisation to :data:`CALIBRATION_FRAMES` frames of ``input_dir``
     (:mod:`efficientcellseg.adapt`); ``False`` keeps the trained statistics. ``scale``: see
-    :func:`build_segmenter` (the masks keep the frames' size); ``"auto"``: :func:`sequence_scale` of the sequence.
+    :func:`build_segmenter` (the masks keep the frames' size); ``"auto"``: :func:`frame_scale` of the middle
+    calibration frame, measured with the network that then segments (int8 and the normalisation adaptation
+    depend on the scale, so with them :func:`sequence_scale` measures first and the network is built after).
     """
     from efficientcellseg.cpu_threads import set_threads
 
@@ -734,10 +734,19 @@ def predict_sequence(
         calib = choose_calibration_frames(calibrate) if calibrate is not None else own
     elif calibrate is not None:
         log.warning("--calibrate %s is ignored: it applies to --precision int8 only", calibrate)
-    if scale == "auto":
+    seg = None
+    if scale == "auto" and cfg.tile_size is not None and precision in ("auto", "fp32") and not (
+            adapt and wants_adaptation(cfg, model_dir, centers_model_dir)):
+        # the network that measures the scale is the one that segments: only the scale changes (built once)
+        seg = build_segmenter(dataset, model_dir, centers_model_dir, device, backend, batch_size, precision,
+                              denoise=denoise)
+        picks = choose_calibration_frames(frames)
+        seg = replace(seg, scale=frame_scale(seg, read_frame(picks[len(picks) // 2], max_z=cfg.max_z)))
+    elif scale == "auto":  # int8 calibration and adaptation depend on the scale: measure first, then build
         scale = sequence_scale(dataset, frames, model_dir, centers_model_dir, device, backend, denoise)
-    seg = build_segmenter(dataset, model_dir, centers_model_dir, device, backend, batch_size, precision, calib,
-                          denoise, own if adapt else None, float(scale))
+    if seg is None:
+        seg = build_segmenter(dataset, model_dir, centers_model_dir, device, backend, batch_size, precision, calib,
+                              denoise, own if adapt else None, float(scale))
     if overlap is None:
         overlap = seg.device.type == "cuda"
     log.info("%s: %d frames from %s on %s (batch %d%s), model %s", cfg.key, len(frames), input_dir, seg.device,
