@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from efficientcellseg.datasets import get_dataset
-from efficientcellseg.denoise import (DenoiseSettings, adaptive_sigma, denoise_frame, noise_ratio, noise_std,
-                                      smooth_stack, subtract_background)
+from efficientcellseg.denoise import (DenoiseSettings, adaptive_sigma, ceiling, ceiling_value, denoise_frame,
+                                      noise_ratio, noise_std, smooth_stack, subtract_background)
 from efficientcellseg.errors import ModelError
 from efficientcellseg.infer import build_segmenter, network_inputs, predict_slices
 from efficientcellseg.pseudocolor import pseudocolor_stack
@@ -290,3 +290,38 @@ def test_integer_noise_std_equals_the_numpy_median_version() -> None:
     assert halves > 0  # half-integer medians were exercised
     stack = np.stack([rng.integers(0, 4000, (20, 30), dtype=np.uint16) for _ in range(5)])
     assert noise_std(stack) == noise_std(stack.astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_ceiling_value_is_numpys_percentile(dtype) -> None:
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 9, 4001):
+        a = (rng.random(n) * 250).astype(dtype)
+        for q in (50.0, 99.0, 99.9, 99.99):
+            assert ceiling_value(a, q) == pytest.approx(float(np.percentile(a, q)), rel=1e-6, abs=1e-9)
+    with pytest.raises(ValueError, match="empty"):
+        ceiling_value(np.zeros(0, np.uint8), 99.9)
+
+
+def test_ceiling_gives_hot_pixels_no_say_in_the_network_input() -> None:
+    """A dim uint8 cell with a few saturated hot pixels: min-max pseudocoloring puts the cell at the bottom of
+    the input range; clipped at the 99.9th percentile, the cell spans it again. Frames are never modified."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:64, :64]
+    cell = ((yy - 32) ** 2 + (xx - 32) ** 2 < 12 ** 2) * 20.0
+    frame = np.clip(np.rint(10.0 + cell[None] + rng.normal(0, 1.0, (3, 64, 64))), 0, 255).astype(np.uint8)
+    frame[:, 5, 5] = frame[:, 60, 7] = 255  # hot pixels, 2 of 4096 per slice
+    before = frame.copy()
+    plain = DenoiseSettings(target_ratio=1.0)  # smoothing never needed: only the ceiling acts
+    clipped = DenoiseSettings(target_ratio=1.0, ceiling_percentile=99.9)
+    inside = cell > 0
+    for settings, low, high in ((plain, 0.0, 0.2), (clipped, 0.8, 1.0)):
+        green = pseudocolor_stack(denoise_frame(frame, settings))[1, 1]  # slice 1, green = min-max of the slice
+        assert low <= float(np.median(green[inside])) <= high
+    np.testing.assert_array_equal(frame, before)
+    assert ceiling(frame, 99.9).max() < 255 and ceiling(frame, 0).max() == 255
+    assert DenoiseSettings.from_config({"denoise": clipped.to_config()}) == clipped
+    assert "ceiling_percentile" not in plain.to_config() and clipped.key() != plain.key()
+    for bad in (-1.0, 10.0, 100.0):
+        with pytest.raises(ValueError, match="ceiling_percentile"):
+            DenoiseSettings(0.03, ceiling_percentile=bad)

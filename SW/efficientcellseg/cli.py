@@ -168,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--denoise-min-ratio", type=float, default=0.0, metavar="RATIO",
                    help="with --denoise-target: leave frames whose noise/range ratio is at or below RATIO "
                         "unsmoothed (e.g. the shipped MDA231-seg's min_ratio 0.08; default 0, none)")
+    p.add_argument("--ceiling-percentile", type=float, default=0.0, metavar="Q",
+                   help="with --denoise-target: clip every frame at the Q-th percentile of its values before the "
+                        "network input is made, so hot pixels and saturated debris do not squeeze the min-max "
+                        "range (e.g. 99.9; stored with the model; default 0, off)")
     p.add_argument("--time-limit", type=float, default=None, help="stop after this many minutes (checkpointed)")
     p.add_argument("--val-fraction", type=float, default=0.15, help="fraction of samples held out for validation")
     p.add_argument("--val-seqs", nargs="+", default=[], metavar="SEQ",
@@ -294,7 +298,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
         out=a.out, device=a.device, encoder_weights=a.encoder_weights, seed=a.seed, resume=a.resume,
         init_from=a.init_from, ema_decay=a.ema_decay, denoise_target=a.denoise_target,
         background_radius=a.background_radius,
-        denoise_min_ratio=a.denoise_min_ratio, time_limit_min=a.time_limit, val_fraction=a.val_fraction,
+        denoise_min_ratio=a.denoise_min_ratio, ceiling_percentile=a.ceiling_percentile, time_limit_min=a.time_limit,
+        val_fraction=a.val_fraction,
         val_seqs=tuple(a.val_seqs), keep=a.keep,
         patience=a.patience, lr_patience=a.lr_patience, threads=a.threads, augment=augment,
         center_weight=a.center_weight, distill_from=tuple(a.distill_from), distill_weight=a.distill_weight,

@@ -24,6 +24,13 @@ slice follows the noise minima, so a top-hat taken before smoothing leaves a rai
 two noise deviations under everything; on family A tuning frames this order lifted the low-photon randomized
 sequences from SEG 0.00 to 0.17-0.36, see docs/generalization.md.)
 
+Optionally (``ceiling_percentile`` > 0) the frame is first clipped at that percentile of its own values (see
+:func:`ceiling`). Pseudocoloring min-max normalises every slice, so a handful of very bright voxels (hot
+pixels of an EMCCD, saturated debris) otherwise squeeze the cells into the bottom few percent of the network's
+input range; a high percentile leaves ordinary frames as they were. The noise and range above are measured on
+the clipped frame. This is the percentile normalisation of StarDist and Cellpose, kept one-sided (the minimum
+stays exact) so the paper's min-max is unchanged wherever nothing is that bright.
+
 The setting lives in the model folder's ``config.json`` (key ``denoise``), so training and inference of one
 model always agree; a model folder without the key is run exactly as in the paper.
 """
@@ -58,6 +65,9 @@ class DenoiseSettings:
     min_ratio: float = 0.0
     """Frames whose ratio is at or below this are left unsmoothed even when above ``target_ratio`` (the noise
     range the network was trained on unsmoothed; 0: no such range)."""
+    ceiling_percentile: float = 0.0
+    """Clip the frame at this percentile of its values before anything else (0: not clipped; see
+    :func:`ceiling`)."""
 
     def __post_init__(self) -> None:
         if not self.target_ratio > 0:
@@ -68,6 +78,9 @@ class DenoiseSettings:
             raise ValueError(f"denoise background_radius must be >= 0, got {self.background_radius}")
         if not self.min_ratio >= 0:
             raise ValueError(f"denoise min_ratio must be >= 0, got {self.min_ratio}")
+        if not (self.ceiling_percentile == 0 or 50 <= self.ceiling_percentile < 100):
+            raise ValueError(f"denoise ceiling_percentile must be 0 (off) or from 50 to below 100, "
+                             f"got {self.ceiling_percentile}")
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> DenoiseSettings | None:
@@ -76,20 +89,23 @@ class DenoiseSettings:
         return None if d is None else cls(**{k: float(v) for k, v in d.items()})
 
     def to_config(self) -> dict[str, float]:
-        """The JSON form stored under ``denoise`` in ``config.json`` (``background_radius`` and ``min_ratio``
-        only when used)."""
+        """The JSON form stored under ``denoise`` in ``config.json`` (``background_radius``, ``min_ratio`` and
+        ``ceiling_percentile`` only when used)."""
         out = {"target_ratio": self.target_ratio, "max_sigma": self.max_sigma}
         if self.background_radius > 0:
             out["background_radius"] = self.background_radius
         if self.min_ratio > 0:
             out["min_ratio"] = self.min_ratio
+        if self.ceiling_percentile > 0:
+            out["ceiling_percentile"] = self.ceiling_percentile
         return out
 
     def key(self) -> str:
         """A short text that identifies the setting (for caches keyed by the network input)."""
         return (f"denoise={self.target_ratio},{self.max_sigma}"
                 + (f",bg_radius={self.background_radius}" if self.background_radius > 0 else "")
-                + (f",min_ratio={self.min_ratio}" if self.min_ratio > 0 else ""))
+                + (f",min_ratio={self.min_ratio}" if self.min_ratio > 0 else "")
+                + (f",ceiling={self.ceiling_percentile}" if self.ceiling_percentile > 0 else ""))
 
 
 def noise_std(stack: np.ndarray) -> float:
@@ -224,6 +240,35 @@ def noise_ratio(stack: np.ndarray) -> float:
     return noise_std(stack) / rng if rng > 0 else 0.0
 
 
+def ceiling_value(stack: np.ndarray, percentile: float) -> float:
+    """The ``percentile`` of a stack's values (every voxel; integer stacks from a histogram, exact as
+    ``np.percentile``'s default linear interpolation)."""
+    stack = np.asarray(stack)
+    if stack.size == 0:
+        raise ValueError("cannot take a percentile of an empty frame")
+    if stack.dtype in (np.uint8, np.uint16):
+        counts = np.bincount(stack.ravel(), minlength=1)
+        cum = np.cumsum(counts)
+        pos = (stack.size - 1) * percentile / 100.0
+        lo = int(np.searchsorted(cum, math.floor(pos) + 1))
+        hi = int(np.searchsorted(cum, math.ceil(pos) + 1))
+        return lo + (hi - lo) * (pos - math.floor(pos))
+    return float(np.percentile(stack, percentile))
+
+
+def ceiling(stack: np.ndarray, percentile: float) -> np.ndarray:
+    """The stack clipped from above at its own ``percentile`` (a new array in the same dtype; 0: a copy).
+
+    Integer stacks are clipped at the percentile rounded down to a whole grey value."""
+    stack = np.asarray(stack)
+    if percentile <= 0:
+        return stack.copy()
+    top = ceiling_value(stack, percentile)
+    if np.issubdtype(stack.dtype, np.integer):
+        top = math.floor(top)
+    return np.minimum(stack, np.asarray(top).astype(stack.dtype))
+
+
 def adaptive_sigma(stack: np.ndarray, settings: DenoiseSettings) -> float:
     """The in-plane Gaussian sigma that brings the stack's noise ratio to ``settings.target_ratio`` (capped).
 
@@ -243,6 +288,8 @@ def denoise_plan(stack: np.ndarray, settings: DenoiseSettings | None) -> tuple[n
     because the top-hat (whose rescaling looks at the whole frame) is taken after smoothing."""
     if settings is None:
         return stack, 0.0
+    if settings.ceiling_percentile > 0:
+        stack = ceiling(stack, settings.ceiling_percentile)
     if settings.background_radius <= 0:
         return stack, adaptive_sigma(stack, settings)
     flat = subtract_background(stack, settings.background_radius)
@@ -255,8 +302,9 @@ def denoise_plan(stack: np.ndarray, settings: DenoiseSettings | None) -> tuple[n
 
 
 def denoise_frame(stack: np.ndarray, settings: DenoiseSettings | None) -> np.ndarray:
-    """The frame as the network should see it: smoothed by :func:`adaptive_sigma` (measured after any background
-    removal), and with the background removed (when set) from the smoothed frame; unchanged when off."""
+    """The frame as the network should see it: clipped at its ``ceiling_percentile`` (when set), smoothed by
+    :func:`adaptive_sigma` (measured after any background removal), and with the background removed (when set)
+    from the smoothed frame; unchanged when off."""
     if settings is None:
         return stack
     stack, sigma = denoise_plan(stack, settings)

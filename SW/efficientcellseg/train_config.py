@@ -56,6 +56,9 @@ class TrainConfig:
     denoise_min_ratio: float = 0.0
     """With ``denoise_target``: frames whose noise ratio is at or below this stay unsmoothed (the shipped
     MDA231 and TRIC folders' ``min_ratio``, so a fine-tuning sees the input inference gives it); 0: none."""
+    ceiling_percentile: float = 0.0
+    """With ``denoise_target``: clip every frame at this percentile of its values first (the shipped folders'
+    ``ceiling_percentile``; denoise.py); 0: not clipped."""
     ema_decay: float = 0.0
     """Exponential moving average of weights and BN statistics per step (e.g. 0.999); validation and the
     saved model use the average, which smooths the epoch-to-epoch noise of small batches. 0 = off."""
@@ -104,6 +107,8 @@ def denoise_settings(cfg: TrainConfig) -> DenoiseSettings | None:
                              "noise-adaptive smoothing)")
         if cfg.denoise_min_ratio > 0:
             raise ValueError("--denoise-min-ratio needs --denoise-target")
+        if cfg.ceiling_percentile > 0:
+            raise ValueError("--ceiling-percentile needs --denoise-target")
         return None
     return DenoiseSettings(cfg.denoise_target, background_radius=cfg.background_radius,
-                           min_ratio=cfg.denoise_min_ratio)
+                           min_ratio=cfg.denoise_min_ratio, ceiling_percentile=cfg.ceiling_percentile)
