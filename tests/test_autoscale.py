@@ -119,7 +119,8 @@ def test_predict_sequence_auto_builds_the_network_once_and_matches_the_given_sca
     seq.mkdir(parents=True)
     rng = np.random.default_rng(5)
     for t in range(2):
-        tifffile.imwrite(seq / f"t{t:03d}.tif", rng.integers(0, 255, (3, 60, 70), dtype=np.uint8))
+        tifffile.imwrite(seq / f"t{t:03d}.tif", rng.integers(0, 255, (3, 60, 70), dtype=np.uint8),
+                         photometric="minisblack")
     built = []
     real = infer.make_runner
     monkeypatch.setattr(infer, "make_runner", lambda *a, **k: built.append(1) or real(*a, **k))
