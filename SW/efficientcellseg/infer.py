@@ -540,7 +540,7 @@ def sequence_scales(dataset: str, sequences: Sequence[Sequence[Path]], model_dir
                     denoise: bool = True) -> list[float]:
     """``--scale auto`` for each sequence (its frames, or its folder), with one network for all of them.
 
-    Per sequence, :func:`frame_scale` of the middle one of :func:`choose_calibration_frames`, with the network in
+    Per sequence, :func:`measured_scale`, with the network in
     fp32 and its trained normalisation statistics. Datasets whose slices are resized whole to the network (MDA231,
     A549-SIM) get 1 with a warning: their network input does not depend on the scale.
     """
@@ -551,11 +551,14 @@ def sequence_scales(dataset: str, sequences: Sequence[Sequence[Path]], model_dir
                     cfg.key, cfg.key)
         return [1.0] * len(sequences)
     seg = build_segmenter(dataset, model_dir, centers_model_dir, device, backend, denoise=denoise)
-    scales = []
-    for frames in sequences:
-        picks = choose_calibration_frames(frames)
-        scales.append(frame_scale(seg, read_frame(picks[len(picks) // 2], max_z=cfg.max_z)))
-    return scales
+    return [measured_scale(seg, frames) for frames in sequences]
+
+
+def measured_scale(seg: Segmenter, frames: Path | Sequence[Frame]) -> float:
+    """:func:`frame_scale` of the middle one of a sequence's :func:`choose_calibration_frames` (a sequence folder
+    or its listed frames)."""
+    picks = choose_calibration_frames(frames)
+    return frame_scale(seg, read_frame(picks[len(picks) // 2], max_z=seg.cfg.max_z))
 
 
 def frame_scale(seg: Segmenter, raw: np.ndarray) -> float:
@@ -714,9 +717,9 @@ def predict_sequence(
     by default of ``input_dir`` itself. ``denoise=False``: see :func:`build_segmenter`. ``adapt``: models
     that ask for it adapt their normalisation to :data:`CALIBRATION_FRAMES` frames of ``input_dir``
     (:mod:`efficientcellseg.adapt`); ``False`` keeps the trained statistics. ``scale``: see
-    :func:`build_segmenter` (the masks keep the frames' size); ``"auto"``: :func:`frame_scale` of the middle
-    calibration frame, measured with the network that then segments (int8 and the normalisation adaptation
-    depend on the scale, so with them :func:`sequence_scale` measures first and the network is built after).
+    :func:`build_segmenter` (the masks keep the frames' size); ``"auto"``: :func:`measured_scale`, with the
+    network that then segments (int8 and the normalisation adaptation depend on the scale, so with them
+    :func:`sequence_scale` measures first and the network is built after).
     """
     from efficientcellseg.cpu_threads import set_threads
 
@@ -740,8 +743,7 @@ def predict_sequence(
         # the network that measures the scale is the one that segments: only the scale changes (built once)
         seg = build_segmenter(dataset, model_dir, centers_model_dir, device, backend, batch_size, precision,
                               denoise=denoise)
-        picks = choose_calibration_frames(frames)
-        seg = replace(seg, scale=frame_scale(seg, read_frame(picks[len(picks) // 2], max_z=cfg.max_z)))
+        seg = replace(seg, scale=measured_scale(seg, frames))
     elif scale == "auto":  # int8 calibration and adaptation depend on the scale: measure first, then build
         scale = sequence_scale(dataset, frames, model_dir, centers_model_dir, device, backend, denoise)
     if seg is None:
