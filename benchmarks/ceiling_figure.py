@@ -2,9 +2,9 @@
 
 For each ``--seq DATASET:PATH`` (a labelled sequence), one slice of the first annotated frame is shown as the
 network's green channel (the slice min-max normalised after the model's input smoothing) without and with the
-frame clipped at its ``--percentile`` (default: the model folder's ``ceiling_percentile``, else 99.9), and
-the foreground probability of each (the central 200 px are shown). It prints the share of the truth's pixels above the model's
-``prob_threshold`` and the median green value inside the truth, without -> with::
+frame clipped at the model folder's ``ceiling_percentile`` (99.9 when it has none), and the foreground
+probability of each (the central 200 px are shown). It prints the share of the truth's pixels above the
+model's ``prob_threshold`` and the median green value inside the truth, without -> with::
 
     .venv/bin/python benchmarks/ceiling_figure.py --models models \
         --seq TRIC:runs/s24/acc_tric/data/C-dim/Fluo-N3DL-TRIC/01 --out docs/images/ceiling_dim.png
@@ -29,7 +29,14 @@ from efficientcellseg.ctc_io import read_frame, read_tiff  # noqa: E402
 from efficientcellseg.datasets import get_dataset  # noqa: E402
 from efficientcellseg.denoise import DenoiseSettings, denoise_frame  # noqa: E402
 from efficientcellseg.pseudocolor import minmax  # noqa: E402
-from figure_cli import figure_rows, first_truth, model_set_segmenter, pyplot, save_figure  # noqa: E402
+from figure_cli import (  # noqa: E402
+    figure_rows,
+    first_truth,
+    model_set_segmenter,
+    pyplot,
+    save_figure,
+    shown_slice,
+)
 
 log = logging.getLogger("efficientcellseg.benchmarks.ceiling_figure")
 PERCENTILE = 99.9
@@ -47,8 +54,7 @@ def probe(dataset: str, seq: Path, models: Path) -> dict[str, object]:
     q = base.ceiling_percentile or PERCENTILE
     threshold = float(seg.params.get("prob_threshold", 0.5))
     row: dict[str, object] = {"dataset": cfg.key, "q": q}
-    z = int(np.argmax(gt.sum(axis=(1, 2)))) if z_gt is None else z_gt
-    truth = gt[z] if z_gt is None else gt.reshape(gt.shape[-2:])
+    z, truth = shown_slice(gt, z_gt)
     for tag, settings in (("off", dataclasses.replace(base, ceiling_percentile=0.0)),
                           ("on", dataclasses.replace(base, ceiling_percentile=q))):
         prob = dataclasses.replace(seg, denoise=settings).probabilities(raw)["seg"]

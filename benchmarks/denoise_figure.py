@@ -30,7 +30,14 @@ from denoise_variant import TRAINING_RATIOS  # noqa: E402
 from efficientcellseg.ctc_io import read_frame, read_tiff  # noqa: E402
 from efficientcellseg.datasets import get_dataset  # noqa: E402
 from efficientcellseg.denoise import DenoiseSettings, adaptive_sigma  # noqa: E402
-from figure_cli import figure_rows, first_truth, model_set_segmenter, pyplot, save_figure  # noqa: E402
+from figure_cli import (  # noqa: E402
+    figure_rows,
+    first_truth,
+    model_set_segmenter,
+    pyplot,
+    save_figure,
+    shown_slice,
+)
 
 log = logging.getLogger("efficientcellseg.benchmarks.denoise_figure")
 
@@ -45,13 +52,11 @@ def probe(dataset: str, seq: Path, models: Path) -> dict[str, object]:
     settings = seg.denoise or DenoiseSettings(TRAINING_RATIOS[cfg.key])
     off = dataclasses.replace(seg, denoise=None).probabilities(raw)["seg"]
     on = dataclasses.replace(seg, denoise=settings).probabilities(raw)["seg"]
+    z, shown = shown_slice(gt, z_gt)
     if z_gt is None:  # full-volume truth: score the volume, show its fullest slice
-        z = int(np.argmax(gt.sum(axis=(1, 2))))
-        truth, p_off, p_on, shown = gt, off, on, gt[z]
+        truth, p_off, p_on = gt, off, on
     else:  # one annotated slice: score and show it
-        z = z_gt
-        truth = shown = gt.reshape(gt.shape[-2:])
-        p_off, p_on = off[z], on[z]
+        truth, p_off, p_on = shown, off[z], on[z]
     return {"dataset": cfg.key, "raw": raw[z], "gt": shown, "off": off[z], "on": on[z],
             "sigma": adaptive_sigma(raw, settings), "frame": f"{raw_path.name} z{z}",
             "in_off": float(p_off[truth].mean()), "in_on": float(p_on[truth].mean()),

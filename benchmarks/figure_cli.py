@@ -1,6 +1,7 @@
-"""Shared pieces of the diagnosis figures (denoise_figure.py, gate_figure.py): the command line (a model set,
-one or more ``--seq DATASET:PATH`` labelled sequences and a PNG to write), the first annotated frame of a
-sequence, the model set's segmenter, and writing the PNG."""
+"""Shared pieces of the diagnosis figures (denoise_figure.py, gate_figure.py, results_figure.py,
+ceiling_figure.py): the command line (a model set, one or more ``--seq DATASET:PATH`` labelled sequences and a
+PNG to write), the first annotated frame of a sequence and the slice of it to show, the model set's segmenter,
+and writing the PNG."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,6 +27,15 @@ def first_truth(seq: Path) -> tuple[Path, Path, int | None]:
     gts = list_gt_files(seq.parent / f"{seq.name}_GT" / "SEG")  # sorted by (t, z), full frames first
     gt = next((g for g in gts if g.z is None), gts[0])
     return seq / f"t{gt.digits}.tif", gt.path, gt.z
+
+
+def shown_slice(truth: np.ndarray, z_gt: int | None) -> tuple[int, np.ndarray]:
+    """(slice, its truth) to show of :func:`first_truth`'s annotation: a full-volume ``truth`` (``z_gt`` None)
+    shows its slice with the most annotated pixels; a slice annotation shows itself."""
+    if z_gt is None:
+        z = int(np.argmax((truth > 0).reshape(truth.shape[0], -1).sum(axis=1)))
+        return z, truth[z]
+    return int(z_gt), truth.reshape(truth.shape[-2:])
 
 
 def model_set_segmenter(cfg: Any, models: Path, adapt_to: Path | None = None) -> Any:

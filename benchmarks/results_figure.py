@@ -27,7 +27,14 @@ for _p in (ROOT / "SW", ROOT / "benchmarks", ROOT):
         sys.path.insert(0, str(_p))
 
 from classical import segment_classical  # noqa: E402
-from figure_cli import figure_rows, first_truth, model_set_segmenter, pyplot, save_figure  # noqa: E402
+from figure_cli import (  # noqa: E402
+    figure_rows,
+    first_truth,
+    model_set_segmenter,
+    pyplot,
+    save_figure,
+    shown_slice,
+)
 
 from efficientcellseg.ctc_io import read_frame, read_tiff  # noqa: E402
 from efficientcellseg.datasets import get_dataset  # noqa: E402
@@ -67,9 +74,7 @@ def probe(dataset: str, seq: Path, models: Path) -> dict[str, object]:
     truth = read_tiff(gt_path)
     seg = model_set_segmenter(cfg, models, adapt_to=seq)
     methods = {"shipped": seg.segment(raw), "classical": segment_classical(raw, cfg.key)}
-    if z_gt is None:  # full-volume truth: show the slice with the most annotated pixels
-        z_gt = int(np.argmax((truth > 0).reshape(truth.shape[0], -1).sum(axis=1)))
-        truth = truth[z_gt]
+    z_gt, truth = shown_slice(truth, z_gt)
     row: dict[str, object] = {"dataset": cfg.key, "frame": f"{seq.parent.parent.name}/{seq.name}/{raw_path.stem}",
                               "z": z_gt, "raw": raw[z_gt], "truth": truth, "objects": int(len(np.unique(truth)) - 1)}
     for name, labels in methods.items():
