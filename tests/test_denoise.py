@@ -325,3 +325,34 @@ def test_ceiling_gives_hot_pixels_no_say_in_the_network_input() -> None:
     for bad in (-1.0, 10.0, 100.0):
         with pytest.raises(ValueError, match="ceiling_percentile"):
             DenoiseSettings(0.03, ceiling_percentile=bad)
+
+
+def test_ceiling_on_the_network_input_only_leaves_the_signal_map_unclipped(tmp_path) -> None:
+    """``ceiling_signal: false``: the network sees the clipped frame exactly as with the default, while the raw
+    signal that post-processing reads is made from the frame without the ceiling (hot pixels and all)."""
+    from efficientcellseg.denoise import signal_settings
+    from efficientcellseg.postprocess import signal_map
+
+    rng = np.random.default_rng(1)
+    frame = rng.integers(5, 40, (3, 64, 64)).astype(np.uint8)
+    frame[:, 10, 10] = frame[:, 50, 20] = 255
+    both = DenoiseSettings(target_ratio=1.0, ceiling_percentile=99.9)
+    net_only = DenoiseSettings(target_ratio=1.0, ceiling_percentile=99.9, ceiling_signal=False)
+    assert signal_settings(both) is both and signal_settings(None) is None
+    assert signal_settings(net_only) == DenoiseSettings(target_ratio=1.0, ceiling_signal=False)
+    assert DenoiseSettings.from_config({"denoise": net_only.to_config()}) == net_only
+    assert net_only.to_config()["ceiling_signal"] is False and "ceiling_signal" not in both.to_config()
+    assert net_only.key() != both.key()
+    with pytest.raises(ValueError, match="ceiling_signal"):
+        DenoiseSettings(0.03, ceiling_percentile=99.9, ceiling_signal="no")  # type: ignore[arg-type]
+    outs = {}
+    for name, settings in (("both", both), ("net_only", net_only)):
+        folder = create_untrained_model_folder(tmp_path / name, "A549-SIM", seed=1)
+        update_config(folder, {"denoise": settings.to_config()})
+        seg = build_segmenter("A549-SIM", folder, backend="torch")
+        assert seg.denoise == settings
+        outs[name] = seg.probabilities(frame, all_slices=True)
+    np.testing.assert_array_equal(outs["both"]["seg"], outs["net_only"]["seg"])
+    np.testing.assert_array_equal(outs["both"]["signal"], signal_map(ceiling(frame, 99.9)))
+    np.testing.assert_array_equal(outs["net_only"]["signal"], signal_map(frame))
+    assert outs["net_only"]["signal"].max() > outs["both"]["signal"].max()

@@ -29,7 +29,9 @@ Optionally (``ceiling_percentile`` > 0) the frame is first clipped at that perce
 pixels of an EMCCD, saturated debris) otherwise squeeze the cells into the bottom few percent of the network's
 input range; a high percentile leaves ordinary frames as they were. The noise and range above are measured on
 the clipped frame. This is the percentile normalisation of StarDist and Cellpose, kept one-sided (the minimum
-stays exact) so the paper's min-max is unchanged wherever nothing is that bright.
+stays exact) so the paper's min-max is unchanged wherever nothing is that bright. By default the raw-signal map
+that post-processing reads is made from the clipped frame too; with ``ceiling_signal`` false it is made from the
+frame without the ceiling, so the clip changes only what the network sees (:func:`signal_settings`).
 
 The setting lives in the model folder's ``config.json`` (key ``denoise``), so training and inference of one
 model always agree; a model folder without the key is run exactly as in the paper.
@@ -40,7 +42,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cv2
@@ -68,6 +70,9 @@ class DenoiseSettings:
     ceiling_percentile: float = 0.0
     """Clip the frame at this percentile of its values before anything else (0: not clipped; see
     :func:`ceiling`)."""
+    ceiling_signal: bool = True
+    """Whether the raw-signal map that post-processing reads is made from the clipped frame too (True) or
+    from the frame as it would be without the ceiling (False: the ceiling changes the network input only)."""
 
     def __post_init__(self) -> None:
         if not self.target_ratio > 0:
@@ -81,16 +86,20 @@ class DenoiseSettings:
         if not (self.ceiling_percentile == 0 or 50 <= self.ceiling_percentile < 100):
             raise ValueError(f"denoise ceiling_percentile must be 0 (off) or from 50 to below 100, "
                              f"got {self.ceiling_percentile}")
+        if not isinstance(self.ceiling_signal, bool):
+            raise ValueError(f"denoise ceiling_signal must be true or false, got {self.ceiling_signal!r}")
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> DenoiseSettings | None:
         """The settings stored in a model folder's config (key ``denoise``), or None when smoothing is off."""
         d = config_section(config, "denoise", cls)
-        return None if d is None else cls(**{k: float(v) for k, v in d.items()})
+        if d is None:
+            return None
+        return cls(**{k: (v if k == "ceiling_signal" else float(v)) for k, v in d.items()})
 
-    def to_config(self) -> dict[str, float]:
+    def to_config(self) -> dict[str, float | bool]:
         """The JSON form stored under ``denoise`` in ``config.json`` (``background_radius``, ``min_ratio`` and
-        ``ceiling_percentile`` only when used)."""
+        ``ceiling_percentile`` only when used, ``ceiling_signal`` only when false)."""
         out = {"target_ratio": self.target_ratio, "max_sigma": self.max_sigma}
         if self.background_radius > 0:
             out["background_radius"] = self.background_radius
@@ -98,6 +107,8 @@ class DenoiseSettings:
             out["min_ratio"] = self.min_ratio
         if self.ceiling_percentile > 0:
             out["ceiling_percentile"] = self.ceiling_percentile
+        if not self.ceiling_signal:
+            out["ceiling_signal"] = False
         return out
 
     def key(self) -> str:
@@ -105,7 +116,8 @@ class DenoiseSettings:
         return (f"denoise={self.target_ratio},{self.max_sigma}"
                 + (f",bg_radius={self.background_radius}" if self.background_radius > 0 else "")
                 + (f",min_ratio={self.min_ratio}" if self.min_ratio > 0 else "")
-                + (f",ceiling={self.ceiling_percentile}" if self.ceiling_percentile > 0 else ""))
+                + (f",ceiling={self.ceiling_percentile}" if self.ceiling_percentile > 0 else "")
+                + ("" if self.ceiling_signal else ",ceiling_signal=false"))
 
 
 def noise_std(stack: np.ndarray) -> float:
@@ -311,3 +323,11 @@ def denoise_frame(stack: np.ndarray, settings: DenoiseSettings | None) -> np.nda
     if sigma > 0:
         log.debug("noise-adaptive smoothing: sigma %.2f px", sigma)
     return smooth_stack(stack, sigma) if sigma > 0 else stack
+
+
+def signal_settings(settings: DenoiseSettings | None) -> DenoiseSettings | None:
+    """The settings whose :func:`denoise_frame` gives the frame that post-processing's raw-signal map is made
+    from: ``settings`` itself, or without the ceiling when ``ceiling_signal`` is false."""
+    if settings is None or settings.ceiling_signal or settings.ceiling_percentile <= 0:
+        return settings
+    return replace(settings, ceiling_percentile=0.0)

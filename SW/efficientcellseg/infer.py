@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from efficientcellseg.ctc_io import Frame, check_output_dir, list_frames, read_frame, write_mask
 from efficientcellseg.datasets import DatasetConfig, get_dataset
-from efficientcellseg.denoise import DenoiseSettings, denoise_frame, denoise_plan, smooth_stack
+from efficientcellseg.denoise import DenoiseSettings, denoise_frame, denoise_plan, signal_settings, smooth_stack
 from efficientcellseg.errors import ModelError
 from efficientcellseg.log import StageTimer, progress
 from efficientcellseg.onnx_backend import evenly_spaced
@@ -332,14 +332,20 @@ class Segmenter:
             with self.timer.stage("rescale"):
                 raw = rescale_frame(raw, self.scale)
         dtype = np.float16 if 3 * raw.size * 4 > PC_FLOAT32_MAX_BYTES else np.float32
+        signal_raw = None  # the frame the signal map is made from, when it is not the network's input
         if self.denoise is not None:
             with self.timer.stage("denoise"):
+                plain = signal_settings(self.denoise)
+                if plain is not self.denoise:
+                    signal_raw = denoise_frame(raw, plain)
                 raw = denoise_frame(raw, self.denoise)
         with self.timer.stage("pseudocolor"):
             pc = (pseudocolor_stack(raw, out_dtype=dtype, threads=get_threads()) if self.pseudocolor
                   else grey_stack(raw, out_dtype=dtype))
         out = self._network(pc, all_slices)
         del pc  # before the signal map: a full-size TRIC frame's stack is 324 MB
+        if signal_raw is not None:
+            raw = signal_raw
         if all_slices:
             with self.timer.stage("signal"):
                 out["signal"] = signal_map(raw)
