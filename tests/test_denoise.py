@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -356,3 +358,32 @@ def test_ceiling_on_the_network_input_only_leaves_the_signal_map_unclipped(tmp_p
     np.testing.assert_array_equal(outs["both"]["signal"], signal_map(ceiling(frame, 99.9)))
     np.testing.assert_array_equal(outs["net_only"]["signal"], signal_map(frame))
     assert outs["net_only"]["signal"].max() > outs["both"]["signal"].max()
+
+
+def test_median_ceiling_clips_isolated_outliers_only() -> None:
+    """``ceiling_median`` 3 with percentile 100: hot pixels (one voxel) are clipped to the brightest value a 3x3
+    majority reaches, while a bright cell wider than that keeps every grey value; the frame is not modified."""
+    from efficientcellseg.denoise import median_slices
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[:48, :48]
+    frame = (20 + rng.integers(0, 5, (3, 48, 48)) + 150 * ((yy - 24) ** 2 + (xx - 24) ** 2 < 36)).astype(np.uint16)
+    frame[:, 3, 40] = frame[:, 44, 5] = 4000  # hot pixels
+    before = frame.copy()
+    out = ceiling(frame, 100.0, median=3)
+    inside = (yy - 24) ** 2 + (xx - 24) ** 2 < 16  # the cell's core, away from its edge
+    np.testing.assert_array_equal(out[:, inside], frame[:, inside])
+    assert out.max() == median_slices(frame, 3).max() < 200 and out[:, 3, 40].max() < 200
+    np.testing.assert_array_equal(frame, before)
+    for dtype in (np.uint8, np.uint16, np.float32):
+        a = (rng.random((2, 20, 30)) * 200).astype(dtype)
+        for window in (3, 5, 7):
+            np.testing.assert_array_equal(median_slices(a, window), ndi.median_filter(a, size=(1, window, window),
+                                                                                      mode="nearest"))
+    s = DenoiseSettings(0.04, ceiling_percentile=100.0, ceiling_median=3.0, ceiling_signal=False)
+    assert DenoiseSettings.from_config({"denoise": s.to_config()}) == s and s.key() != replace(s, ceiling_median=5).key()
+    for bad in ({"ceiling_percentile": 100.0}, {"ceiling_percentile": 99.0, "ceiling_median": 4.0},
+                {"ceiling_median": 3.0}, {"ceiling_percentile": 99.0, "ceiling_median": 1.0}):
+        with pytest.raises(ValueError, match="ceiling_"):
+            DenoiseSettings(0.04, **bad)

@@ -29,7 +29,9 @@ Optionally (``ceiling_percentile`` > 0) the frame is first clipped at that perce
 pixels of an EMCCD, saturated debris) otherwise squeeze the cells into the bottom few percent of the network's
 input range; a high percentile leaves ordinary frames as they were. The noise and range above are measured on
 the clipped frame. This is the percentile normalisation of StarDist and Cellpose, kept one-sided (the minimum
-stays exact) so the paper's min-max is unchanged wherever nothing is that bright. By default the raw-signal map
+stays exact) so the paper's min-max is unchanged wherever nothing is that bright. With ``ceiling_median`` the
+percentile is taken of the frame median-filtered in-plane, so that only outliers narrower than the window (hot
+pixels) can set it; at percentile 100 that clips exactly those outliers and nothing else. By default the raw-signal map
 that post-processing reads is made from the clipped frame too; with ``ceiling_signal`` false it is made from the
 frame without the ceiling, so the clip changes only what the network sees (:func:`signal_settings`).
 
@@ -47,6 +49,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from scipy import ndimage as ndi
 
 from efficientcellseg.config_sections import config_section
 
@@ -70,6 +73,11 @@ class DenoiseSettings:
     ceiling_percentile: float = 0.0
     """Clip the frame at this percentile of its values before anything else (0: not clipped; see
     :func:`ceiling`)."""
+    ceiling_median: float = 0.0
+    """Take the ceiling's percentile of the frame median-filtered in-plane with this odd window (0: of the frame
+    itself). A bright feature narrower than half the window (a hot pixel) then sets no ceiling, so with
+    ``ceiling_percentile`` 100 the frame is clipped at the brightest value that a window's majority reaches:
+    isolated outliers go, nothing wider is touched (see :func:`ceiling`)."""
     ceiling_signal: bool = True
     """Whether the raw-signal map that post-processing reads is made from the clipped frame too (True) or
     from the frame as it would be without the ceiling (False: the ceiling changes the network input only)."""
@@ -83,9 +91,15 @@ class DenoiseSettings:
             raise ValueError(f"denoise background_radius must be >= 0, got {self.background_radius}")
         if not self.min_ratio >= 0:
             raise ValueError(f"denoise min_ratio must be >= 0, got {self.min_ratio}")
-        if not (self.ceiling_percentile == 0 or 50 <= self.ceiling_percentile < 100):
-            raise ValueError(f"denoise ceiling_percentile must be 0 (off) or from 50 to below 100, "
-                             f"got {self.ceiling_percentile}")
+        top = 100 if self.ceiling_median > 0 else 99.999999
+        if not (self.ceiling_percentile == 0 or 50 <= self.ceiling_percentile <= top):
+            raise ValueError(f"denoise ceiling_percentile must be 0 (off) or from 50 to "
+                             f"{'100' if self.ceiling_median > 0 else 'below 100'}, got {self.ceiling_percentile}")
+        if not (self.ceiling_median == 0 or (self.ceiling_median >= 3 and self.ceiling_median % 2 == 1)):
+            raise ValueError(f"denoise ceiling_median must be 0 (off) or an odd window of at least 3 pixels, "
+                             f"got {self.ceiling_median}")
+        if self.ceiling_median > 0 and self.ceiling_percentile == 0:
+            raise ValueError("denoise ceiling_median needs a ceiling_percentile")
         if not isinstance(self.ceiling_signal, bool):
             raise ValueError(f"denoise ceiling_signal must be true or false, got {self.ceiling_signal!r}")
 
@@ -99,7 +113,7 @@ class DenoiseSettings:
 
     def to_config(self) -> dict[str, float | bool]:
         """The JSON form stored under ``denoise`` in ``config.json`` (``background_radius``, ``min_ratio`` and
-        ``ceiling_percentile`` only when used, ``ceiling_signal`` only when false)."""
+        ``ceiling_percentile`` and ``ceiling_median`` only when used, ``ceiling_signal`` only when false)."""
         out = {"target_ratio": self.target_ratio, "max_sigma": self.max_sigma}
         if self.background_radius > 0:
             out["background_radius"] = self.background_radius
@@ -107,6 +121,8 @@ class DenoiseSettings:
             out["min_ratio"] = self.min_ratio
         if self.ceiling_percentile > 0:
             out["ceiling_percentile"] = self.ceiling_percentile
+        if self.ceiling_median > 0:
+            out["ceiling_median"] = self.ceiling_median
         if not self.ceiling_signal:
             out["ceiling_signal"] = False
         return out
@@ -117,6 +133,7 @@ class DenoiseSettings:
                 + (f",bg_radius={self.background_radius}" if self.background_radius > 0 else "")
                 + (f",min_ratio={self.min_ratio}" if self.min_ratio > 0 else "")
                 + (f",ceiling={self.ceiling_percentile}" if self.ceiling_percentile > 0 else "")
+                + (f",ceiling_median={self.ceiling_median}" if self.ceiling_median > 0 else "")
                 + ("" if self.ceiling_signal else ",ceiling_signal=false"))
 
 
@@ -268,14 +285,27 @@ def ceiling_value(stack: np.ndarray, percentile: float) -> float:
     return float(np.percentile(stack, percentile))
 
 
-def ceiling(stack: np.ndarray, percentile: float) -> np.ndarray:
-    """The stack clipped from above at its own ``percentile`` (a new array in the same dtype; 0: a copy).
+def median_slices(stack: np.ndarray, window: int) -> np.ndarray:
+    """Each (Y, X) slice of a (Z, Y, X) stack median-filtered with a ``window`` x ``window`` square (edges
+    replicated; OpenCV for windows 3 and 5 of uint8, uint16 and float32 slices, SciPy otherwise)."""
+    stack = np.asarray(stack)
+    if stack.ndim != 3:
+        raise ValueError(f"median_slices needs a (Z, Y, X) stack, got shape {stack.shape}")
+    if window in (3, 5) and stack.dtype in (np.uint8, np.uint16, np.float32) and min(stack.shape[1:]) >= window:
+        return np.stack([cv2.medianBlur(np.ascontiguousarray(sl), window) for sl in stack])
+    return ndi.median_filter(stack, size=(1, window, window), mode="nearest")
+
+
+def ceiling(stack: np.ndarray, percentile: float, median: int = 0) -> np.ndarray:
+    """The stack clipped from above at its own ``percentile`` (a new array in the same dtype; 0: a copy), or
+    with ``median`` > 0 at that percentile of :func:`median_slices` of it (100: its maximum, so that only
+    outliers narrower than half the window are clipped).
 
     Integer stacks are clipped at the percentile rounded down to a whole grey value."""
     stack = np.asarray(stack)
     if percentile <= 0:
         return stack.copy()
-    top = ceiling_value(stack, percentile)
+    top = ceiling_value(median_slices(stack, int(median)) if median > 0 else stack, percentile)
     if np.issubdtype(stack.dtype, np.integer):
         top = math.floor(top)
     return np.minimum(stack, np.asarray(top).astype(stack.dtype))
@@ -301,7 +331,7 @@ def denoise_plan(stack: np.ndarray, settings: DenoiseSettings | None) -> tuple[n
     if settings is None:
         return stack, 0.0
     if settings.ceiling_percentile > 0:
-        stack = ceiling(stack, settings.ceiling_percentile)
+        stack = ceiling(stack, settings.ceiling_percentile, int(settings.ceiling_median))
     if settings.background_radius <= 0:
         return stack, adaptive_sigma(stack, settings)
     flat = subtract_background(stack, settings.background_radius)
@@ -330,4 +360,4 @@ def signal_settings(settings: DenoiseSettings | None) -> DenoiseSettings | None:
     from: ``settings`` itself, or without the ceiling when ``ceiling_signal`` is false."""
     if settings is None or settings.ceiling_signal or settings.ceiling_percentile <= 0:
         return settings
-    return replace(settings, ceiling_percentile=0.0)
+    return replace(settings, ceiling_percentile=0.0, ceiling_median=0.0)
