@@ -345,18 +345,18 @@ def test_denoise_target_smooths_training_inputs_and_travels_with_the_model(tric:
         train(_cfg(tric, tmp_path / "bad", background_radius=12.0))
     with pytest.raises(ValueError, match="--denoise-min-ratio needs --denoise-target"):
         train(_cfg(tric, tmp_path / "bad", denoise_min_ratio=0.05))
-    with pytest.raises(ValueError, match="--ceiling-percentile needs --denoise-target"):
+    with pytest.raises(ValueError, match="--ceiling-percentile and --ceiling-median need --denoise-target"):
         train(_cfg(tric, tmp_path / "bad", ceiling_percentile=99.9))
     out = train(_cfg(tric, tmp_path / "m", denoise_target=0.01, background_radius=12.0, denoise_min_ratio=0.05,
-                     ceiling_percentile=99.9))
+                     ceiling_percentile=99.9, ceiling_median=3))
     assert json.loads((out / "config.json").read_text())["denoise"] == {
         "target_ratio": 0.01, "max_sigma": 3.0, "background_radius": 12.0, "min_ratio": 0.05,
-        "ceiling_percentile": 99.9}
+        "ceiling_percentile": 99.9, "ceiling_median": 3.0}
     card = (out / "MODEL_CARD.md").read_text()
     assert "Noise-adaptive input smoothing" in card and "disk of 12.0 px (a top-hat)" in card
-    assert "frames at or below 0.05 left unsmoothed" in card and "clipped at its 99.9th percentile" in card
+    assert "frames at or below 0.05 left unsmoothed" in card and "clipped at its 99.9th percentile of its 3x3 in-plane median" in card
     assert build_segmenter("TRIC", out, backend="torch").denoise == DenoiseSettings(
-        0.01, background_radius=12.0, min_ratio=0.05, ceiling_percentile=99.9)
+        0.01, background_radius=12.0, min_ratio=0.05, ceiling_percentile=99.9, ceiling_median=3.0)
 
 
 def test_train_command_line_passes_schedule_and_input_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -369,7 +369,7 @@ def test_train_command_line_passes_schedule_and_input_settings(tmp_path: Path, m
     monkeypatch.setattr(train_mod, "train", lambda cfg: seen.append(cfg) or tmp_path)
     rc = main(["train", "--dataset", "TRIC", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "-q",
                "--lr-patience", "1000", "--denoise-target", "0.026", "--background-radius", "8",
-               "--denoise-min-ratio", "0.04", "--ceiling-percentile", "99.9", "--center-weight", "3", "--val-seqs", "31", "32", "--keep", "last",
+               "--denoise-min-ratio", "0.04", "--ceiling-percentile", "99.9", "--ceiling-median", "3", "--center-weight", "3", "--val-seqs", "31", "32", "--keep", "last",
                "--distill-from", "a", "b", "--distill-weight", "0.7", "--freeze-encoder",
                "--freeze-decoder-blocks", "3", "--freeze-bn"])
     assert rc == 0 and len(seen) == 1
@@ -378,9 +378,10 @@ def test_train_command_line_passes_schedule_and_input_settings(tmp_path: Path, m
     assert seen[0].freeze_bn
     assert (seen[0].lr_patience, seen[0].denoise_target, seen[0].background_radius) == (1000, 0.026, 8.0)
     assert seen[0].center_weight == 3.0 and seen[0].denoise_min_ratio == 0.04 and seen[0].ceiling_percentile == 99.9
+    assert seen[0].ceiling_median == 3
     main(["train", "--dataset", "TRIC", "--data", str(tmp_path), "--out", str(tmp_path / "m"), "-q"])
     assert seen[1].lr_patience == 3 and seen[1].background_radius == seen[1].denoise_min_ratio == 0.0  # defaults
-    assert seen[1].ceiling_percentile == 0.0
+    assert seen[1].ceiling_percentile == 0.0 and seen[1].ceiling_median == 0
     assert seen[1].center_weight == 1.0 and seen[1].val_seqs == () and seen[1].keep == "best"
     assert seen[1].distill_from == () and seen[1].distill_weight == 1.0 and not seen[1].freeze_encoder
     assert seen[1].freeze_decoder_blocks == 0 and not seen[1].freeze_bn

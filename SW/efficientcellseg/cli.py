@@ -172,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --denoise-target: clip every frame at the Q-th percentile of its values before the "
                         "network input is made, so hot pixels and saturated debris do not squeeze the min-max "
                         "range (e.g. 99.9; stored with the model; default 0, off)")
+    p.add_argument("--ceiling-median", type=int, default=0, metavar="W",
+                   help="with --ceiling-percentile: take the percentile of the frame median-filtered in-plane "
+                        "with a WxW window (odd, >= 3), so only outliers narrower than it (hot pixels) set the "
+                        "ceiling; Q may then be 100 (stored with the model; default 0, off)")
     p.add_argument("--time-limit", type=float, default=None, help="stop after this many minutes (checkpointed)")
     p.add_argument("--val-fraction", type=float, default=0.15, help="fraction of samples held out for validation")
     p.add_argument("--val-seqs", nargs="+", default=[], metavar="SEQ",
@@ -298,7 +302,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
         out=a.out, device=a.device, encoder_weights=a.encoder_weights, seed=a.seed, resume=a.resume,
         init_from=a.init_from, ema_decay=a.ema_decay, denoise_target=a.denoise_target,
         background_radius=a.background_radius,
-        denoise_min_ratio=a.denoise_min_ratio, ceiling_percentile=a.ceiling_percentile, time_limit_min=a.time_limit,
+        denoise_min_ratio=a.denoise_min_ratio, ceiling_percentile=a.ceiling_percentile,
+        ceiling_median=a.ceiling_median, time_limit_min=a.time_limit,
         val_fraction=a.val_fraction,
         val_seqs=tuple(a.val_seqs), keep=a.keep,
         patience=a.patience, lr_patience=a.lr_patience, threads=a.threads, augment=augment,

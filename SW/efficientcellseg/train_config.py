@@ -59,6 +59,9 @@ class TrainConfig:
     ceiling_percentile: float = 0.0
     """With ``denoise_target``: clip every frame at this percentile of its values first (the shipped folders'
     ``ceiling_percentile``; denoise.py); 0: not clipped."""
+    ceiling_median: int = 0
+    """With ``ceiling_percentile``: take it of the frame median-filtered in-plane with this odd window
+    (``ceiling_median``; denoise.py); 0: of the frame itself."""
     ema_decay: float = 0.0
     """Exponential moving average of weights and BN statistics per step (e.g. 0.999); validation and the
     saved model use the average, which smooths the epoch-to-epoch noise of small batches. 0 = off."""
@@ -107,8 +110,9 @@ def denoise_settings(cfg: TrainConfig) -> DenoiseSettings | None:
                              "noise-adaptive smoothing)")
         if cfg.denoise_min_ratio > 0:
             raise ValueError("--denoise-min-ratio needs --denoise-target")
-        if cfg.ceiling_percentile > 0:
-            raise ValueError("--ceiling-percentile needs --denoise-target")
+        if cfg.ceiling_percentile > 0 or cfg.ceiling_median > 0:
+            raise ValueError("--ceiling-percentile and --ceiling-median need --denoise-target")
         return None
     return DenoiseSettings(cfg.denoise_target, background_radius=cfg.background_radius,
-                           min_ratio=cfg.denoise_min_ratio, ceiling_percentile=cfg.ceiling_percentile)
+                           min_ratio=cfg.denoise_min_ratio, ceiling_percentile=cfg.ceiling_percentile,
+                           ceiling_median=float(cfg.ceiling_median))

@@ -96,8 +96,9 @@ def _model_card(name: str, cfg: TrainConfig, record: dict[str, Any], thresholds:
         *([f"- Background removal before it (denoise.py): every slice minus its grey opening with a disk of "
            f"{cfg.background_radius} px (a top-hat), clipped at 0, in training and inference."]
           if cfg.background_radius > 0 else []),
-        *([f"- Before both (denoise.py): every frame clipped at its {cfg.ceiling_percentile}th percentile, so a "
-           "few very bright voxels do not squeeze the min-max input range, in training and inference."]
+        *([f"- Before both (denoise.py): every frame clipped at its {cfg.ceiling_percentile}th percentile"
+           + (f" of its {cfg.ceiling_median}x{cfg.ceiling_median} in-plane median" if cfg.ceiling_median > 0 else "")
+           + ", so a few very bright voxels do not squeeze the min-max input range, in training and inference."]
           if cfg.ceiling_percentile > 0 else []),
         *randomized,
         aug_line,
