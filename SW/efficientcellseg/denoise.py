@@ -31,9 +31,10 @@ input range; a high percentile leaves ordinary frames as they were. The noise an
 the clipped frame. This is the percentile normalisation of StarDist and Cellpose, kept one-sided (the minimum
 stays exact) so the paper's min-max is unchanged wherever nothing is that bright. With ``ceiling_median`` the
 percentile is taken of the frame median-filtered in-plane, so that only outliers narrower than the window (hot
-pixels) can set it; at percentile 100 that clips exactly those outliers and nothing else. By default the raw-signal map
-that post-processing reads is made from the clipped frame too; with ``ceiling_signal`` false it is made from the
-frame without the ceiling, so the clip changes only what the network sees (:func:`signal_settings`).
+pixels) can set it; at percentile 100 that clips exactly those outliers and nothing else. By default the
+raw-signal map that post-processing reads is made from the clipped frame too; with ``ceiling_signal`` false it
+is made from the frame without the ceiling, so the clip changes only what the network sees
+(:func:`signal_settings`).
 
 The setting lives in the model folder's ``config.json`` (key ``denoise``), so training and inference of one
 model always agree; a model folder without the key is run exactly as in the paper.
@@ -91,8 +92,8 @@ class DenoiseSettings:
             raise ValueError(f"denoise background_radius must be >= 0, got {self.background_radius}")
         if not self.min_ratio >= 0:
             raise ValueError(f"denoise min_ratio must be >= 0, got {self.min_ratio}")
-        top = 100 if self.ceiling_median > 0 else 99.999999
-        if not (self.ceiling_percentile == 0 or 50 <= self.ceiling_percentile <= top):
+        q, whole = self.ceiling_percentile, self.ceiling_median > 0  # 100 (the maximum) only of a median frame
+        if not (q == 0 or 50 <= q < 100 or (whole and q == 100)):
             raise ValueError(f"denoise ceiling_percentile must be 0 (off) or from 50 to "
                              f"{'100' if self.ceiling_median > 0 else 'below 100'}, got {self.ceiling_percentile}")
         if not (self.ceiling_median == 0 or (self.ceiling_median >= 3 and self.ceiling_median % 2 == 1)):
