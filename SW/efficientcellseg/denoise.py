@@ -95,7 +95,7 @@ class DenoiseSettings:
         q, whole = self.ceiling_percentile, self.ceiling_median > 0  # 100 (the maximum) only of a median frame
         if not (q == 0 or 50 <= q < 100 or (whole and q == 100)):
             raise ValueError(f"denoise ceiling_percentile must be 0 (off) or from 50 to "
-                             f"{'100' if self.ceiling_median > 0 else 'below 100'}, got {self.ceiling_percentile}")
+                             f"{'100' if whole else 'below 100'}, got {q}")
         if not (self.ceiling_median == 0 or (self.ceiling_median >= 3 and self.ceiling_median % 2 == 1)):
             raise ValueError(f"denoise ceiling_median must be 0 (off) or an odd window of at least 3 pixels, "
                              f"got {self.ceiling_median}")
