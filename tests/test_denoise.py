@@ -202,15 +202,65 @@ def test_no_denoise_feeds_the_paper_input(tmp_path) -> None:
     np.testing.assert_array_equal(off.probabilities(noisy)["seg"], forced.probabilities(noisy)["seg"])
 
 
-def test_models_that_disagree_on_smoothing_are_refused(tmp_path) -> None:
-    seg = create_untrained_model_folder(tmp_path / "MDA231-seg", "MDA231", seed=1)
-    centers = create_untrained_model_folder(tmp_path / "MDA231-centers", "MDA231", task="centers", seed=2)
-    update_config(seg, {"denoise": {"target_ratio": 0.05}})
-    with pytest.raises(ModelError, match="disagree on input smoothing"):
-        build_segmenter("MDA231", seg, centers, backend="torch")
-    update_config(seg, {"denoise": {"target_ratio": -1}})
-    with pytest.raises(ModelError, match="invalid 'denoise' entry"):
-        build_segmenter("MDA231", seg, centers, backend="torch")
+def _mda231_pair(root, seg_denoise: dict | None, centers_denoise: dict | None):
+    seg = create_untrained_model_folder(root / "MDA231-seg", "MDA231", seed=1)
+    centers = create_untrained_model_folder(root / "MDA231-centers", "MDA231", task="centers", seed=2)
+    update_config(seg, {"denoise": seg_denoise})
+    update_config(centers, {"denoise": centers_denoise})
+    return seg, centers
+
+
+def test_each_network_is_fed_as_its_own_folder_says(tmp_path) -> None:
+    """A centre network whose folder has no ceiling gets the unclipped input while the segmentation network gets
+    the clipped one: each output equals that of a pair where both folders say what that network's folder says,
+    on every slice (``all_slices``) and on the foreground slices only (inference)."""
+    rng = np.random.default_rng(3)
+    frame = rng.integers(5, 40, (2, 48, 48)).astype(np.uint8)
+    frame[:, 10, 10] = frame[:, 40, 20] = 255  # hot pixels: the ceiling changes the input
+    clip = {"target_ratio": 1.0, "ceiling_percentile": 99.0}
+    plain = {"target_ratio": 1.0}
+    mixed = build_segmenter("MDA231", *_mda231_pair(tmp_path / "mixed", clip, plain), backend="torch")
+    assert mixed.denoise == DenoiseSettings(1.0, ceiling_percentile=99.0)
+    assert mixed.own_inputs == {"centers": DenoiseSettings(1.0)}
+    both_clip = build_segmenter("MDA231", *_mda231_pair(tmp_path / "clip", clip, clip), backend="torch")
+    both_plain = build_segmenter("MDA231", *_mda231_pair(tmp_path / "plain", plain, plain), backend="torch")
+    assert both_clip.own_inputs == {} and both_plain.own_inputs == {}
+    for seg in (mixed, both_clip, both_plain):
+        seg.params["prob_threshold"] = 0.0  # an untrained network: every slice counts as foreground
+    for all_slices in (True, False):
+        got = mixed.probabilities(frame, all_slices=all_slices)
+        clipped = both_clip.probabilities(frame, all_slices=all_slices)
+        unclipped = both_plain.probabilities(frame, all_slices=all_slices)
+        np.testing.assert_array_equal(got["seg"], clipped["seg"])
+        np.testing.assert_array_equal(got["centers"], unclipped["centers"])
+        assert not np.array_equal(clipped["centers"], unclipped["centers"])  # the test can tell them apart
+    update_config(tmp_path / "mixed" / "MDA231-seg", {"denoise": {"target_ratio": -1}})
+    with pytest.raises(ModelError, match="MDA231-seg: config.json has an invalid 'denoise' entry"):
+        build_segmenter("MDA231", tmp_path / "mixed" / "MDA231-seg", tmp_path / "mixed" / "MDA231-centers",
+                        backend="torch")
+
+
+def test_int8_calibrates_each_network_on_its_own_input(tmp_path, monkeypatch) -> None:
+    """int8: the centre network fed its own input is calibrated on that input (its own calibration key)."""
+    import efficientcellseg.infer as infer
+    import tifffile
+
+    seen = {}
+
+    def fake_runner(model, device, backend, precision="auto", calibration=None):
+        seen[model.config["task"]] = calibration
+        return lambda x: torch.zeros(x.shape[0], x.shape[-2], x.shape[-1])
+
+    monkeypatch.setattr(infer, "make_runner", fake_runner)
+    frame = tmp_path / "t000.tif"
+    tifffile.imwrite(frame, np.random.default_rng(0).integers(0, 255, (3, 32, 32)).astype(np.uint8),
+                     photometric="minisblack")
+    seg, centers = _mda231_pair(tmp_path, {"target_ratio": 1.0, "ceiling_percentile": 99.0}, {"target_ratio": 1.0})
+    build_segmenter("MDA231", seg, centers, backend="onnx", precision="int8", calibration_frames=[frame])
+    assert "ceiling=99.0" in seen["seg"].key and "ceiling" not in seen["centers"].key
+    update_config(centers, {"denoise": {"target_ratio": 1.0, "ceiling_percentile": 99.0}})
+    build_segmenter("MDA231", seg, centers, backend="onnx", precision="int8", calibration_frames=[frame])
+    assert seen["seg"].key == seen["centers"].key
 
 
 def test_calibration_inputs_follow_the_smoothing() -> None:

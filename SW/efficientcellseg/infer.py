@@ -292,7 +292,11 @@ class Segmenter:
     shared_forward: bool = False
     """True when all outputs come from one network pass (MDA231's two-output model)."""
     denoise: DenoiseSettings | None = None
-    """Noise-adaptive smoothing before pseudocoloring (from the model's config.json; None: the paper's input)."""
+    """Noise-adaptive smoothing before pseudocoloring (from the segmentation model's config.json; None: the
+    paper's input). The raw-signal map of the post-processing follows it (:func:`signal_settings`)."""
+    own_inputs: dict[str, DenoiseSettings | None] = field(default_factory=dict)
+    """Per network (``centers``), its own folder's input setting where it differs from :attr:`denoise`: that
+    network is fed a second pseudocolored stack made as its folder says. Empty: all networks share one input."""
     folders: tuple[Path, ...] = ()
     """The model folders the runners were loaded from (for the log)."""
     scale: float = 1.0
@@ -333,17 +337,33 @@ class Segmenter:
                 raw = rescale_frame(raw, self.scale)
         dtype = np.float16 if 3 * raw.size * 4 > PC_FLOAT32_MAX_BYTES else np.float32
         signal_raw = None  # the frame the signal map is made from, when it is not the network's input
-        if self.denoise is not None:
+        own_raw: dict[str, np.ndarray] = {}  # networks whose folders ask for another input
+        if self.denoise is not None or self.own_inputs:
             with self.timer.stage("denoise"):
+                made: dict[DenoiseSettings | None, np.ndarray] = {None: raw}
+
+                def make(settings: DenoiseSettings | None) -> np.ndarray:
+                    if settings not in made:
+                        made[settings] = denoise_frame(raw, settings)
+                    return made[settings]
+
                 plain = signal_settings(self.denoise)
                 if plain is not self.denoise:
-                    signal_raw = denoise_frame(raw, plain)
-                raw = denoise_frame(raw, self.denoise)
+                    signal_raw = make(plain)
+                own_raw = {name: make(settings) for name, settings in self.own_inputs.items()}
+                raw = make(self.denoise)
+                del made
+
+        def colour(stack: np.ndarray) -> np.ndarray:
+            return (pseudocolor_stack(stack, out_dtype=dtype, threads=get_threads()) if self.pseudocolor
+                    else grey_stack(stack, out_dtype=dtype))
+
         with self.timer.stage("pseudocolor"):
-            pc = (pseudocolor_stack(raw, out_dtype=dtype, threads=get_threads()) if self.pseudocolor
-                  else grey_stack(raw, out_dtype=dtype))
-        out = self._network(pc, all_slices)
-        del pc  # before the signal map: a full-size TRIC frame's stack is 324 MB
+            pc = colour(raw)
+            own_pc = {name: colour(stack) for name, stack in own_raw.items()}
+        del own_raw
+        out = self._network(pc, all_slices, own_pc)
+        del pc, own_pc  # before the signal map: a full-size TRIC frame's stack is 324 MB
         if signal_raw is not None:
             raw = signal_raw
         if all_slices:
@@ -355,16 +375,21 @@ class Segmenter:
             out["frame_shape"] = frame_shape  # the labels go back to it (labels())
         return out
 
-    def _network(self, pc: np.ndarray, all_slices: bool) -> dict[str, np.ndarray]:
+    def _network(self, pc: np.ndarray, all_slices: bool, own_pc: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         with self.timer.stage("network"):
             if all_slices or self.shared_forward or self.cfg.postprocess != "centers_watershed":
-                return predict_slices(self.runners, pc, self.cfg, self.batch_size, self.device)
+                out = predict_slices({t: r for t, r in self.runners.items() if t not in own_pc}, pc, self.cfg,
+                                     self.batch_size, self.device)
+                for name, own in own_pc.items():
+                    out.update(predict_slices({name: self.runners[name]}, own, self.cfg, self.batch_size,
+                                              self.device))
+                return out
             out = predict_slices({"seg": self.runners["seg"]}, pc, self.cfg, self.batch_size, self.device)
             need = np.flatnonzero((out["seg"] > self.params["prob_threshold"]).any(axis=(1, 2)))
             centers = np.zeros_like(out["seg"])
             if need.size:
-                part = predict_slices({"centers": self.runners["centers"]}, pc[need], self.cfg, self.batch_size,
-                                      self.device)
+                part = predict_slices({"centers": self.runners["centers"]}, own_pc.get("centers", pc)[need],
+                                      self.cfg, self.batch_size, self.device)
                 centers[need] = part["centers"]
             log.debug("centre network on %d of %d slices (the others have no foreground)", need.size, len(pc))
             out["centers"] = centers
@@ -489,7 +514,13 @@ def build_segmenter(
     pseudo = {bool(m.config.get("pseudocolor", True)) for m in models.values()}
     if len(pseudo) != 1:
         raise ModelError("the segmentation and centre models disagree on pseudocoloring; retrain one of them")
-    denoise_settings = _denoise_settings(models) if denoise else None
+    inputs = _denoise_settings(models) if denoise else dict.fromkeys(models)
+    denoise_settings = inputs["seg"]
+    own_inputs = {t: d for t, d in inputs.items() if d != denoise_settings}
+    if own_inputs:
+        log.info("%s: fed its own input (%s), the segmentation network %s", ", ".join(own_inputs),
+                 "; ".join(d.key() if d else "the paper's" for d in own_inputs.values()),
+                 denoise_settings.key() if denoise_settings else "the paper's")
     for t, m in models.items():
         if m.config.get("dataset") not in (None, cfg.key):
             log.warning("%s: trained for dataset %s, used for %s", m.folder, m.config.get("dataset"), cfg.key)
@@ -501,13 +532,14 @@ def build_segmenter(
     timer = StageTimer()
     if adapt_frames and wants_adaptation_config(models):
         with timer.stage("adapt"):
-            models = adapt_models(models, adapt_frames, cfg, next(iter(pseudo)), denoise_settings, scale)
-    calibration = None
+            models = adapt_models(models, adapt_frames, cfg, next(iter(pseudo)), inputs, scale)
+    calibration: dict[str, Calibration | None] = dict.fromkeys(models)
     if precision == "int8":
         if not calibration_frames:
             raise ModelError("precision int8 needs calibration frames (the sequence to segment or --calibrate DIR)")
-        calibration = int8_calibration(calibration_frames, cfg, next(iter(pseudo)), denoise=denoise_settings,
-                                       scale=scale)
+        by_input = {d: int8_calibration(calibration_frames, cfg, next(iter(pseudo)), denoise=d, scale=scale)
+                    for d in set(inputs.values())}
+        calibration = {t: by_input[d] for t, d in inputs.items()}
     # an adapted network gets its own ONNX graph (make_runner): part of the adaptation's cost
     adapted = any(m.transient for m in models.values())
     if adapted and precision == "int8":
@@ -516,11 +548,11 @@ def build_segmenter(
                     "back; exact fp32 (the default) or --no-adapt avoid it")
     with timer.stage("adapt") if adapted else contextlib.nullcontext():
         if two_outputs:
-            shared = make_runner(models["seg"], dev, backend, precision, calibration)
+            shared = make_runner(models["seg"], dev, backend, precision, calibration["seg"])
             checks = {"seg": getattr(shared, "agreement", None)}
             runners = SharedOutputs(shared, ("seg", "centers")).outputs()
         else:
-            runners = {t: make_runner(m, dev, backend, precision, calibration) for t, m in models.items()}
+            runners = {t: make_runner(m, dev, backend, precision, calibration[t]) for t, m in models.items()}
             checks = {t: getattr(r, "agreement", None) for t, r in runners.items()}
     if batch_size is None:
         batch_size = 16 if dev.type == "cuda" else 1
@@ -528,7 +560,7 @@ def build_segmenter(
         raise ModelError(f"--batch-size must be >= 1, got {batch_size}")
     auto = models["seg"].config.get("autoscale")
     return Segmenter(cfg, runners, params, dev, batch_size, pseudocolor=pseudo.pop(), shared_forward=two_outputs,
-                     denoise=denoise_settings, timer=timer, folders=tuple(Path(m.folder) for m in models.values()),
+                     denoise=denoise_settings, own_inputs=own_inputs, timer=timer, folders=tuple(Path(m.folder) for m in models.values()),
                      scale=scale, autoscale=dict(auto) if isinstance(auto, dict) else None,
                      int8_checks={t: c for t, c in checks.items() if c is not None})
 
@@ -621,10 +653,12 @@ def wants_adaptation_config(models: Mapping[str, LoadedModel]) -> bool:
 
 
 def adapt_models(models: Mapping[str, LoadedModel], frames: Sequence[Path | np.ndarray], cfg: DatasetConfig,
-                 pseudocolor: bool, denoise: DenoiseSettings | None, scale: float = 1.0) -> dict[str, LoadedModel]:
+                 pseudocolor: bool, denoise: Mapping[str, DenoiseSettings | None], scale: float = 1.0
+                 ) -> dict[str, LoadedModel]:
     """The models, those whose config asks for it with their normalisation adapted to ``frames`` (raw frame
     files or arrays, resampled by ``scale`` as inference does; :func:`efficientcellseg.adapt.adapted_model` on
-    :data:`CALIBRATION_INPUTS` network inputs per frame)."""
+    :data:`CALIBRATION_INPUTS` network inputs per frame, each made with that model's input setting
+    ``denoise[task]``)."""
     from efficientcellseg.adapt import AdaptSettings, adapted_model
 
     try:
@@ -634,21 +668,25 @@ def adapt_models(models: Mapping[str, LoadedModel], frames: Sequence[Path | np.n
                          ) from None
     if not any(settings.values()):
         return dict(models)
-    inputs = [x for f in frames
-              for x in network_inputs(rescale_frame(f if isinstance(f, np.ndarray) else read_frame(f, max_z=cfg.max_z),
-                                                    scale), cfg, pseudocolor, CALIBRATION_INPUTS, denoise)]
-    return {t: adapted_model(m, inputs, settings[t]) if settings[t] else m for t, m in models.items()}
+    inputs: dict[DenoiseSettings | None, list[np.ndarray]] = {denoise.get(t): [] for t in models if settings[t]}
+    for f in frames:
+        raw = rescale_frame(f if isinstance(f, np.ndarray) else read_frame(f, max_z=cfg.max_z), scale)
+        for d, found in inputs.items():
+            found.extend(network_inputs(raw, cfg, pseudocolor, CALIBRATION_INPUTS, d))
+    return {t: adapted_model(m, inputs[denoise.get(t)], settings[t]) if settings[t] else m for t, m in models.items()}
 
 
-def _denoise_settings(models: Mapping[str, LoadedModel]) -> DenoiseSettings | None:
-    """The one input-smoothing setting of all loaded models (they must agree: they share one input)."""
-    try:
-        found = {t: DenoiseSettings.from_config(m.config) for t, m in models.items()}
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"a model's config.json has an invalid 'denoise' entry ({exc}); fix or remove it") from None
-    if len(set(found.values())) != 1:
-        raise ModelError(f"the models disagree on input smoothing ({found}); retrain one of them")
-    return next(iter(found.values()))
+def _denoise_settings(models: Mapping[str, LoadedModel]) -> dict[str, DenoiseSettings | None]:
+    """Each loaded model's input setting (``config.json`` key ``denoise``; None: the paper's input). Models that
+    differ are each fed as their own folder says (:attr:`Segmenter.own_inputs`)."""
+    found = {}
+    for t, m in models.items():
+        try:
+            found[t] = DenoiseSettings.from_config(m.config)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{m.folder}: config.json has an invalid 'denoise' entry ({exc}); fix or remove it"
+                             ) from None
+    return found
 
 
 def make_runner(model: LoadedModel, device: torch.device, backend: str, precision: str = "auto",
