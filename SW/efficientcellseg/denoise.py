@@ -358,7 +358,8 @@ def denoise_frame(stack: np.ndarray, settings: DenoiseSettings | None) -> np.nda
 
 def signal_settings(settings: DenoiseSettings | None) -> DenoiseSettings | None:
     """The settings whose :func:`denoise_frame` gives the frame that post-processing's raw-signal map is made
-    from: ``settings`` itself, or without the ceiling when ``ceiling_signal`` is false."""
+    from: ``settings`` itself, or without the ceiling when ``ceiling_signal`` is false (then equal to the
+    settings of a folder that has no ceiling, so inference makes that frame once for both)."""
     if settings is None or settings.ceiling_signal or settings.ceiling_percentile <= 0:
         return settings
-    return replace(settings, ceiling_percentile=0.0, ceiling_median=0.0)
+    return replace(settings, ceiling_percentile=0.0, ceiling_median=0.0, ceiling_signal=True)
