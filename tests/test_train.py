@@ -279,6 +279,7 @@ def test_seg_centers_distilled_from_two_folders_with_a_frozen_encoder(tric: Path
     from efficientcellseg.denoise import DenoiseSettings
     from efficientcellseg.distill import distill_loss, load_teachers
     from efficientcellseg.errors import ModelError
+    from efficientcellseg.weights import update_config
 
     seg = train(_cfg(tric, tmp_path / "seg"))
     cen = train(_cfg(tric, tmp_path / "cen", task="centers"))
@@ -288,6 +289,16 @@ def test_seg_centers_distilled_from_two_folders_with_a_frozen_encoder(tric: Path
         load_teachers([seg, cen], "seg_centers", "TRIC", True, DenoiseSettings(0.01))
     with pytest.raises(ModelError, match="cannot teach a MDA231 network"):
         load_teachers([seg, cen], "seg_centers", "MDA231", True, None)
+    # a teacher whose folder differs from the run only by a ceiling (added after training) is taught on the run's
+    # input with a warning; any other difference is still refused
+    update_config(cen, {"denoise": {"target_ratio": 0.01}})
+    update_config(seg, {"denoise": {"target_ratio": 0.01, "ceiling_percentile": 99.9}})
+    load_teachers([seg, cen], "seg_centers", "TRIC", True, DenoiseSettings(0.01))
+    update_config(seg, {"denoise": {"target_ratio": 0.02, "ceiling_percentile": 99.9}})
+    with pytest.raises(ModelError, match="must see the input the network is trained on"):
+        load_teachers([seg, cen], "seg_centers", "TRIC", True, DenoiseSettings(0.01))
+    update_config(seg, {"denoise": None})
+    update_config(cen, {"denoise": None})
 
     teachers = load_teachers([seg, cen], "seg_centers", "TRIC", True, None)
     x = torch.rand(2, 3, 64, 64)

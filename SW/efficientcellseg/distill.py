@@ -12,7 +12,7 @@ checked against the run's settings when loaded; a mismatch is one clear error.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,6 +36,12 @@ def _folder_channels(config: dict[str, Any]) -> tuple[str, ...]:
 def _input_settings(config: dict[str, Any]) -> tuple[bool, DenoiseSettings | None]:
     """The input-side settings a folder's network was trained with: (pseudocolor, input smoothing)."""
     return bool(config.get("pseudocolor", True)), DenoiseSettings.from_config(config)
+
+
+def _without_ceiling(settings: tuple[bool, DenoiseSettings | None]) -> tuple[bool, DenoiseSettings | None]:
+    """Input settings with any ceiling removed (a ceiling added to a folder after training, e.g. MDA231-seg's)."""
+    pc, d = settings
+    return pc, None if d is None else replace(d, ceiling_percentile=0.0, ceiling_median=0.0, ceiling_signal=True)
 
 
 @dataclass
@@ -78,7 +84,11 @@ def load_teachers(folders: Sequence[Path], task: str, dataset: str, pseudocolor:
             raise ModelError(f"{folder}: a {cfg.get('dataset')} model cannot teach a {dataset} network; "
                              f"pass teacher folders of the same dataset")
         got = _input_settings(cfg)
-        if got != run_input:
+        if got != run_input and _without_ceiling(got) == _without_ceiling(run_input):
+            log.warning("%s: its folder clips the input at %s (an inference setting; the weights are taught on "
+                        "this run's input, which differs only there)", folder,
+                        got[1].ceiling_percentile if got[1] else 0.0)
+        elif got != run_input:
             raise ModelError(f"{folder}: trained on input (pseudocolor, smoothing) {got}, this run trains on "
                              f"{run_input}; a teacher must see the input the network is trained on (match --grey "
                              "and --denoise-* to the folder's config.json)")

@@ -560,7 +560,8 @@ def build_segmenter(
         raise ModelError(f"--batch-size must be >= 1, got {batch_size}")
     auto = models["seg"].config.get("autoscale")
     return Segmenter(cfg, runners, params, dev, batch_size, pseudocolor=pseudo.pop(), shared_forward=two_outputs,
-                     denoise=denoise_settings, own_inputs=own_inputs, timer=timer, folders=tuple(Path(m.folder) for m in models.values()),
+                     denoise=denoise_settings, own_inputs=own_inputs, timer=timer,
+                     folders=tuple(Path(m.folder) for m in models.values()),
                      scale=scale, autoscale=dict(auto) if isinstance(auto, dict) else None,
                      int8_checks={t: c for t, c in checks.items() if c is not None})
 
