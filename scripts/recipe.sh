@@ -17,8 +17,8 @@ recipe_flags() {
 #                          continues (scripts/gpu_train_batch.sh; tests/test_device_scripts.py checks them against
 #                          the shipped folders): MDA231-seg (2026-12-05, eighth session) smoothing to 0.04 with
 #                          frames up to 0.08 left alone (its 99.9 ceiling, 2026-12-08, is an inference setting
-#                          added after training and kept by blend; as a teacher it is run on this input); TRIC-seg (ninth session) the raw input, whose folder
-#                          gets the shipped top-hat and smoothing from `efficientcellseg blend models/TRIC-seg
+#                          added after training and kept by blend; as a teacher it is run on this input);
+#                          TRIC-seg (ninth session) the raw input, whose folder gets the shipped top-hat and smoothing from `efficientcellseg blend models/TRIC-seg
 #                          TUNED --alpha 1` on return, as the shipped one did; A549-SIM-seg as recipe_flags.
 shipped_recipe_flags() {
   case "$1" in

@@ -362,4 +362,12 @@ def signal_settings(settings: DenoiseSettings | None) -> DenoiseSettings | None:
     settings of a folder that has no ceiling, so inference makes that frame once for both)."""
     if settings is None or settings.ceiling_signal or settings.ceiling_percentile <= 0:
         return settings
+    return without_ceiling(settings)
+
+
+def without_ceiling(settings: DenoiseSettings | None) -> DenoiseSettings | None:
+    """``settings`` with any ceiling removed (percentile, median window and ``ceiling_signal`` at their
+    defaults), i.e. the settings of the same folder without a ceiling."""
+    if settings is None:
+        return None
     return replace(settings, ceiling_percentile=0.0, ceiling_median=0.0, ceiling_signal=True)

@@ -12,14 +12,14 @@ checked against the run's settings when loaded; a mismatch is one clear error.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from efficientcellseg.denoise import DenoiseSettings
+from efficientcellseg.denoise import DenoiseSettings, without_ceiling
 from efficientcellseg.errors import ModelError
 from efficientcellseg.losses import heatmap_bce
 
@@ -40,8 +40,7 @@ def _input_settings(config: dict[str, Any]) -> tuple[bool, DenoiseSettings | Non
 
 def _without_ceiling(settings: tuple[bool, DenoiseSettings | None]) -> tuple[bool, DenoiseSettings | None]:
     """Input settings with any ceiling removed (a ceiling added to a folder after training, e.g. MDA231-seg's)."""
-    pc, d = settings
-    return pc, None if d is None else replace(d, ceiling_percentile=0.0, ceiling_median=0.0, ceiling_signal=True)
+    return settings[0], without_ceiling(settings[1])
 
 
 @dataclass
